@@ -1,0 +1,63 @@
+package main
+
+import (
+	"time"
+
+	"github.com/pulse-sched/pulse/api"
+	"github.com/pulse-sched/pulse/scheduler"
+	"github.com/pulse-sched/pulse/store"
+	"github.com/pulse-sched/pulse/worker"
+)
+
+// redisFlags are the settings of every role.
+type redisFlags struct {
+	RedisURL      string `name:"redis-url" env:"PULSE_REDIS_URL" placeholder:"URL" help:"Redis to keep schedules in: redis://host:port/db, rediss://, redis-sentinel://host:port,...?master=NAME or redis-cluster://host:port,.... Only serve may leave it empty, to use an embedded in-memory Redis."`
+	KeyPrefix     string `name:"key-prefix" env:"PULSE_KEY_PREFIX" default:"pulse" help:"Prefix of every Redis key, to share one Redis between deployments."`
+	Partitions    int    `name:"partitions" env:"PULSE_PARTITIONS" default:"16" help:"Number of partitions that schedules are spread over. Fixed at the first start on an empty Redis; every process must use the same value."`
+	AllowEviction bool   `name:"allow-eviction" env:"PULSE_ALLOW_EVICTION" help:"Start even when Redis's maxmemory-policy may evict keys, which can silently lose schedules."`
+	HTTPAddr      string `name:"http-addr" env:"PULSE_HTTP_ADDR" default:"127.0.0.1:7401" help:"Address of the HTTP admin server (/healthz, /readyz, /metrics). Empty disables it."`
+}
+
+// apiFlags are the settings of the API role.
+type apiFlags struct {
+	GRPCAddr         string        `name:"grpc-addr" env:"PULSE_GRPC_ADDR" default:"127.0.0.1:7400" help:"Address the ScheduleService gRPC API listens on."`
+	PluginsFile      string        `name:"plugins-file" env:"PULSE_PLUGINS_FILE" placeholder:"PATH" help:"YAML registry of plugins and admins and the SHA-256 of their tokens. Reloaded on SIGHUP."`
+	DeletedRetention time.Duration `name:"deleted-retention" env:"PULSE_DELETED_RETENTION" default:"168h" help:"How long a deleted schedule stays readable before it is removed."`
+	MaxPayloadBytes  int           `name:"max-payload-bytes" env:"PULSE_MAX_PAYLOAD_BYTES" default:"1048576" help:"Largest payload a schedule may carry, in bytes."`
+	MinInterval      time.Duration `name:"min-interval" env:"PULSE_MIN_INTERVAL" default:"1s" help:"Shortest interval a schedule may have; whole seconds."`
+}
+
+// schedulerFlags are the settings of the scheduler role.
+type schedulerFlags struct {
+	PollInterval time.Duration `name:"poll-interval" env:"PULSE_POLL_INTERVAL" default:"200ms" help:"Longest wait between two claims of a partition when nothing is due sooner."`
+	ClaimLease   time.Duration `name:"claim-lease" env:"PULSE_CLAIM_LEASE" default:"10s" help:"How long a claimed slot waits for its enqueue before another scheduler takes it over."`
+	TaskTimeout  time.Duration `name:"task-timeout" env:"PULSE_TASK_TIMEOUT" default:"30s" help:"Longest run of one handler attempt."`
+	MaxRetry     int           `name:"max-retry" env:"PULSE_MAX_RETRY" default:"3" help:"Retries after a failed handler attempt; 0 disables retries."`
+}
+
+// workerFlags are the settings of the worker role.
+type workerFlags struct {
+	Concurrency        int           `name:"concurrency" env:"PULSE_CONCURRENCY" default:"20" help:"Handlers that run at once in this worker."`
+	WorkerPollInterval time.Duration `name:"worker-poll-interval" env:"PULSE_WORKER_POLL_INTERVAL" default:"100ms" help:"Wait between two checks of an empty queue."`
+	DrainTimeout       time.Duration `name:"drain-timeout" env:"PULSE_DRAIN_TIMEOUT" default:"10s" help:"How long a stopping worker lets running handlers finish before it interrupts them."`
+}
+
+func (f redisFlags) storeConfig(retention time.Duration) store.Config {
+	return store.Config{Prefix: f.KeyPrefix, Partitions: f.Partitions, DeletedRetention: retention}
+}
+
+func (f apiFlags) serviceConfig() api.Config {
+	return api.Config{Limits: api.Limits{MaxPayloadBytes: f.MaxPayloadBytes, MinInterval: f.MinInterval}}
+}
+
+func (f schedulerFlags) config() scheduler.Config {
+	maxRetry := f.MaxRetry
+	if maxRetry == 0 {
+		maxRetry = -1 // scheduler.Config reads zero as its default
+	}
+	return scheduler.Config{PollInterval: f.PollInterval, ClaimLease: f.ClaimLease, TaskTimeout: f.TaskTimeout, MaxRetry: maxRetry}
+}
+
+func (f workerFlags) config() worker.Config {
+	return worker.Config{Concurrency: f.Concurrency, PollInterval: f.WorkerPollInterval, DrainTimeout: f.DrainTimeout}
+}

@@ -1,0 +1,365 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/hibiken/asynq"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/redis/go-redis/v9"
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/pulse-sched/pulse/api"
+	"github.com/pulse-sched/pulse/internal/admin"
+	"github.com/pulse-sched/pulse/internal/metrics"
+	"github.com/pulse-sched/pulse/internal/redisconn"
+	"github.com/pulse-sched/pulse/scheduler"
+	"github.com/pulse-sched/pulse/store"
+	"github.com/pulse-sched/pulse/worker"
+)
+
+type serveCmd struct {
+	redisFlags     `embed:""`
+	apiFlags       `embed:""`
+	schedulerFlags `embed:""`
+	workerFlags    `embed:""`
+
+	DevToken string `name:"dev-token" env:"PULSE_DEV_TOKEN" placeholder:"TOKEN" help:"Token of the development plugin \"dev\" when the embedded Redis runs without a plugins file. Default: a random token printed at start."`
+}
+
+type apiCmd struct {
+	redisFlags `embed:""`
+	apiFlags   `embed:""`
+}
+
+type schedulerCmd struct {
+	redisFlags     `embed:""`
+	schedulerFlags `embed:""`
+}
+
+type workerCmd struct {
+	redisFlags  `embed:""`
+	workerFlags `embed:""`
+}
+
+// roles selects what one process runs, with the settings of each.
+type roles struct {
+	redis     redisFlags
+	api       *apiFlags
+	scheduler *schedulerFlags
+	worker    *workerFlags
+	// embedded allows an in-memory Redis when no URL is given.
+	embedded bool
+	devToken string
+}
+
+func (c *serveCmd) Run(ctx context.Context, g *globals) error {
+	return runRoles(ctx, g, roles{
+		redis: c.redisFlags, api: &c.apiFlags, scheduler: &c.schedulerFlags, worker: &c.workerFlags,
+		embedded: true, devToken: c.DevToken,
+	})
+}
+
+func (c *apiCmd) Run(ctx context.Context, g *globals) error {
+	return runRoles(ctx, g, roles{redis: c.redisFlags, api: &c.apiFlags})
+}
+
+func (c *schedulerCmd) Run(ctx context.Context, g *globals) error {
+	return runRoles(ctx, g, roles{redis: c.redisFlags, scheduler: &c.schedulerFlags})
+}
+
+func (c *workerCmd) Run(ctx context.Context, g *globals) error {
+	return runRoles(ctx, g, roles{redis: c.redisFlags, worker: &c.workerFlags})
+}
+
+// runRoles runs the selected roles until ctx ends or one of them fails.
+func runRoles(ctx context.Context, g *globals, r roles) error {
+	logger := g.logger
+
+	rdb, closeRedis, err := connectRedis(ctx, g, r)
+	if err != nil {
+		return err
+	}
+	defer closeRedis()
+
+	retention := store.DeletedRetentionDefault
+	if r.api != nil {
+		retention = r.api.DeletedRetention
+	}
+	st, err := store.New(rdb, r.redis.storeConfig(retention))
+	if err != nil {
+		return usageError("%v", err)
+	}
+	if err := st.Init(ctx); err != nil {
+		return fmt.Errorf("prepare Redis: %w", err)
+	}
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m := metrics.New(reg)
+	adminHandler := admin.NewHandler(reg)
+	adminHandler.AddCheck("redis", st.Ping)
+
+	group, ctx := errgroup.WithContext(ctx)
+	if r.api != nil {
+		if err := startAPI(ctx, group, g, r, st, m, adminHandler); err != nil {
+			return err
+		}
+	}
+	if r.scheduler != nil {
+		client := asynq.NewClientFromRedisClient(rdb)
+		s, err := scheduler.New(st, client, r.scheduler.config(), logger, m)
+		if err != nil {
+			return usageError("%v", err)
+		}
+		adminHandler.AddCheck("scheduler", func(context.Context) error {
+			if time.Since(s.LastPass()) > 30*time.Second {
+				return errors.New("no claim pass reached Redis in the last 30s")
+			}
+			return nil
+		})
+		group.Go(func() error { return s.Run(ctx) })
+	}
+	if r.worker != nil {
+		w, err := worker.New(rdb, st, r.worker.config(), logger, m)
+		if err != nil {
+			return usageError("%v", err)
+		}
+		group.Go(func() error { return w.Run(ctx) })
+	}
+	if r.redis.HTTPAddr != "" {
+		if err := startHTTP(ctx, group, logger, r.redis.HTTPAddr, adminHandler); err != nil {
+			return err
+		}
+	}
+
+	err = group.Wait()
+	logger.Info("pulse stopped")
+	return err
+}
+
+// connectRedis returns the client of the configured Redis, or of an
+// embedded one when none is configured and the command allows it.
+func connectRedis(ctx context.Context, g *globals, r roles) (redis.UniversalClient, func(), error) {
+	logger := g.logger
+	if r.redis.RedisURL == "" {
+		if !r.embedded {
+			return nil, nil, usageError("--redis-url (PULSE_REDIS_URL) is required: give the Redis that keeps the schedules, such as redis://127.0.0.1:6379/0")
+		}
+		mr := miniredis.NewMiniRedis()
+		if err := mr.StartAddr("127.0.0.1:0"); err != nil {
+			return nil, nil, fmt.Errorf("start embedded Redis: %w", err)
+		}
+		logger.Warn("no --redis-url given: running on an embedded in-memory Redis, nothing persists after this process stops",
+			"embedded_redis_addr", mr.Addr())
+		rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
+		return rdb, func() { rdb.Close(); mr.Close() }, nil
+	}
+
+	rdb, err := redisconn.NewClient(r.redis.RedisURL)
+	if err != nil {
+		return nil, nil, usageError("%v", err)
+	}
+	if err := waitForRedis(ctx, logger, rdb, r.redis.RedisURL); err != nil {
+		rdb.Close()
+		return nil, nil, &exitError{code: exitUnavailable, message: err.Error()}
+	}
+	if err := redisconn.CheckEvictionPolicy(ctx, rdb); err != nil {
+		if !r.redis.AllowEviction {
+			rdb.Close()
+			return nil, nil, err
+		}
+		logger.Warn("Redis may evict keys and so lose schedules; starting anyway because of --allow-eviction", "error", err)
+	}
+	return rdb, func() { rdb.Close() }, nil
+}
+
+// redisStartTimeout bounds how long a starting process waits for Redis.
+const redisStartTimeout = 30 * time.Second
+
+func waitForRedis(ctx context.Context, logger *slog.Logger, rdb redis.UniversalClient, url string) error {
+	deadline := time.Now().Add(redisStartTimeout)
+	for attempt := 1; ; attempt++ {
+		pingCtx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		err := rdb.Ping(pingCtx).Err()
+		cancel()
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() != nil || time.Now().After(deadline) {
+			return fmt.Errorf("redis at %s is unreachable after %s: %v", redisconn.Redact(url), redisStartTimeout, err)
+		}
+		logger.Warn("waiting for Redis", "redis_url", redisconn.Redact(url), "attempt", attempt, "error", err)
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// startAPI loads the plugin registry and serves the gRPC API.
+func startAPI(ctx context.Context, group *errgroup.Group, g *globals, r roles, st *store.Store, m *metrics.Metrics, adminHandler *admin.Handler) error {
+	logger := g.logger
+	registry := api.NewRegistry()
+	switch {
+	case r.api.PluginsFile != "":
+		if err := registry.LoadFile(r.api.PluginsFile); err != nil {
+			return usageError("%v", err)
+		}
+		plugins, admins := registry.Size()
+		logger.Info("plugin registry loaded", "path", r.api.PluginsFile, "plugins", plugins, "admins", admins)
+		watchReloadSignal(ctx, logger, registry, r.api.PluginsFile)
+	case r.embedded && r.redis.RedisURL == "":
+		token, err := devRegistry(registry, r.devToken)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(g.stdout, "\nDevelopment mode: plugin \"dev\" accepts this token (not for production):\n\n    export PULSE_TOKEN=%s\n\n", token)
+	default:
+		return usageError("--plugins-file (PULSE_PLUGINS_FILE) is required with a real Redis: it lists the plugins and the SHA-256 of their tokens (see docs/configuration.md)")
+	}
+
+	svc, err := api.NewService(st, registry, r.api.serviceConfig(), logger, m)
+	if err != nil {
+		return usageError("%v", err)
+	}
+	healthServer := health.NewServer()
+	grpcServer := api.NewGRPCServer(svc, healthServer, logger)
+	lis, err := net.Listen("tcp", r.api.GRPCAddr)
+	if err != nil {
+		return fmt.Errorf("listen for gRPC on %s: %w", r.api.GRPCAddr, err)
+	}
+	logger.Info("gRPC API listening", "addr", lis.Addr().String())
+
+	group.Go(func() error {
+		if err := grpcServer.Serve(lis); err != nil {
+			return fmt.Errorf("serve gRPC: %w", err)
+		}
+		return nil
+	})
+	group.Go(func() error {
+		reportHealth(ctx, logger, healthServer, st)
+		stopped := make(chan struct{})
+		go func() {
+			grpcServer.GracefulStop()
+			close(stopped)
+		}()
+		select {
+		case <-stopped:
+		case <-time.After(10 * time.Second):
+			logger.Warn("gRPC calls still running after 10s, closing them")
+			grpcServer.Stop()
+		}
+		return nil
+	})
+	return nil
+}
+
+// reportHealth sets the gRPC health status from Redis reachability every few
+// seconds until ctx ends, then reports NOT_SERVING.
+func reportHealth(ctx context.Context, logger *slog.Logger, hs *health.Server, st *store.Store) {
+	set := func(s healthpb.HealthCheckResponse_ServingStatus) {
+		hs.SetServingStatus("", s)
+		hs.SetServingStatus(api.ServiceName, s)
+	}
+	last := healthpb.HealthCheckResponse_UNKNOWN
+	for {
+		pingCtx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		err := st.Ping(pingCtx)
+		cancel()
+		status := healthpb.HealthCheckResponse_SERVING
+		if err != nil {
+			status = healthpb.HealthCheckResponse_NOT_SERVING
+		}
+		if status != last && ctx.Err() == nil {
+			logger.Info("gRPC health changed", "status", status.String(), "error", err)
+			last = status
+		}
+		set(status)
+
+		select {
+		case <-ctx.Done():
+			hs.Shutdown()
+			return
+		case <-time.After(5 * time.Second):
+		}
+	}
+}
+
+// devRegistry fills registry with the development plugin "dev" and returns
+// its token.
+func devRegistry(registry *api.Registry, token string) (string, error) {
+	if token == "" {
+		b := make([]byte, 16)
+		if _, err := rand.Read(b); err != nil {
+			return "", fmt.Errorf("make development token: %w", err)
+		}
+		token = "dev-" + hex.EncodeToString(b)
+	}
+	yaml := fmt.Sprintf("plugins:\n  - ats_code: dev\n    token_sha256: %q\n", api.TokenDigest(token))
+	if err := registry.Load([]byte(yaml)); err != nil {
+		return "", fmt.Errorf("build development registry: %w", err)
+	}
+	return token, nil
+}
+
+// watchReloadSignal reloads the registry from path on every SIGHUP until
+// ctx ends. A file that fails to load leaves the previous registry in place.
+func watchReloadSignal(ctx context.Context, logger *slog.Logger, registry *api.Registry, path string) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	go func() {
+		defer signal.Stop(hup)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+				if err := registry.LoadFile(path); err != nil {
+					logger.Error("plugin registry reload failed, keeping the previous one", "path", path, "error", err)
+					continue
+				}
+				plugins, admins := registry.Size()
+				logger.Info("plugin registry reloaded", "path", path, "plugins", plugins, "admins", admins)
+			}
+		}
+	}()
+}
+
+// startHTTP serves the admin endpoints on addr until ctx ends.
+func startHTTP(ctx context.Context, group *errgroup.Group, logger *slog.Logger, addr string, h http.Handler) error {
+	lis, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("listen for HTTP on %s: %w", addr, err)
+	}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	logger.Info("HTTP admin server listening", "addr", lis.Addr().String())
+
+	group.Go(func() error {
+		if err := srv.Serve(lis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("serve HTTP: %w", err)
+		}
+		return nil
+	})
+	group.Go(func() error {
+		<-ctx.Done()
+		shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		return srv.Shutdown(shutdownCtx)
+	})
+	return nil
+}

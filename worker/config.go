@@ -1,0 +1,68 @@
+package worker
+
+import (
+	"fmt"
+	"time"
+)
+
+// Config sets up a Worker. The zero value of each field means its default.
+type Config struct {
+	// Concurrency is the number of handlers that run at once. Default 20.
+	Concurrency int
+	// Queue is the asynq queue that slot tasks come from. Default "pulse".
+	Queue string
+	// PollInterval is the time between two checks of an empty queue, and so
+	// bounds the delay from enqueue to start when the worker is idle.
+	// Default 100ms.
+	PollInterval time.Duration
+	// RunningLeaseGrace is added to a task's timeout to make the lease of the
+	// schedule's running marker, which outlives a worker that dies mid-run.
+	// Default 10s.
+	RunningLeaseGrace time.Duration
+	// DrainTimeout is how long a stopping worker lets running handlers
+	// finish before it cancels them; asynq then delivers their tasks again.
+	// Default 10s.
+	DrainTimeout time.Duration
+}
+
+// Defaults of Config.
+const (
+	ConcurrencyDefault       = 20
+	QueueDefault             = "pulse"
+	PollIntervalDefault      = 100 * time.Millisecond
+	RunningLeaseGraceDefault = 10 * time.Second
+	DrainTimeoutDefault      = 10 * time.Second
+)
+
+func (c Config) withDefaults() Config {
+	if c.Concurrency == 0 {
+		c.Concurrency = ConcurrencyDefault
+	}
+	if c.Queue == "" {
+		c.Queue = QueueDefault
+	}
+	if c.PollInterval == 0 {
+		c.PollInterval = PollIntervalDefault
+	}
+	if c.RunningLeaseGrace == 0 {
+		c.RunningLeaseGrace = RunningLeaseGraceDefault
+	}
+	if c.DrainTimeout == 0 {
+		c.DrainTimeout = DrainTimeoutDefault
+	}
+	return c
+}
+
+func (c Config) validate() error {
+	switch {
+	case c.Concurrency < 1:
+		return fmt.Errorf("concurrency %d is invalid: it must be at least 1", c.Concurrency)
+	case c.PollInterval < time.Millisecond:
+		return fmt.Errorf("poll interval %s is too short: it must be at least 1ms", c.PollInterval)
+	case c.RunningLeaseGrace < time.Second:
+		return fmt.Errorf("running lease grace %s is too short: it must be at least 1s", c.RunningLeaseGrace)
+	case c.DrainTimeout < 0:
+		return fmt.Errorf("drain timeout %s is invalid: it must not be negative", c.DrainTimeout)
+	}
+	return nil
+}
