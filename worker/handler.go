@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"time"
 
@@ -55,6 +56,38 @@ func logHandler(logger *slog.Logger) HandlerFunc {
 		logger.InfoContext(ctx, "pulse.log handler ran",
 			"schedule_id", e.ScheduleID, "execution_id", e.ID, "slot", e.Slot,
 			"attempt", e.Attempt, "payload_bytes", len(e.Payload))
+		return nil
+	}
+}
+
+// SleepHandlerName is the name of the built-in handler that waits.
+const SleepHandlerName = "pulse.sleep"
+
+// sleepHandler is the built-in pulse.sleep handler: it waits for the
+// duration in metadata key "duration" (a Go duration such as "300ms",
+// default 1s), or until its context ends, then logs like pulse.log. It
+// stands in for real work when trying out timeouts, overlap and load.
+func sleepHandler(logger *slog.Logger) HandlerFunc {
+	return func(ctx context.Context, e *Execution) error {
+		d := time.Second
+		if raw, ok := e.Metadata["duration"]; ok {
+			parsed, err := time.ParseDuration(raw)
+			if err != nil || parsed < 0 {
+				return Permanent(fmt.Errorf("metadata duration %q is invalid: it must be a non-negative Go duration such as 300ms", raw))
+			}
+			d = parsed
+		}
+
+		t := time.NewTimer(d)
+		defer t.Stop()
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+		logger.InfoContext(ctx, "pulse.sleep handler ran",
+			"schedule_id", e.ScheduleID, "execution_id", e.ID, "slot", e.Slot,
+			"attempt", e.Attempt, "slept", d.String())
 		return nil
 	}
 }

@@ -83,6 +83,7 @@ func New(rdb redis.UniversalClient, st *store.Store, cfg Config, logger *slog.Lo
 		HealthCheckFunc: w.healthCheck,
 	})
 	w.Handle(LogHandlerName, logHandler(w.logger))
+	w.Handle(SleepHandlerName, sleepHandler(w.logger))
 	return w, nil
 }
 
@@ -158,8 +159,14 @@ func (w *Worker) processTask(ctx context.Context, t *asynq.Task) error {
 	if attempt == 0 {
 		w.metrics.StartLateness.Observe(max(stored.StartedAt.Sub(ref.Slot), 0).Seconds())
 	}
+	w.logger.Debug("execution started", "schedule_id", exec.ScheduleID, "execution_id", exec.ID,
+		"slot", exec.Slot, "attempt", attempt, "handler", exec.HandlerName, "started_at", stored.StartedAt)
+	started := time.Now()
 	runErr := w.run(ctx, exec)
 	status := w.statusOf(ctx, runErr, attempt, maxRetry)
+	w.logger.Debug("execution finished", "schedule_id", exec.ScheduleID, "execution_id", exec.ID,
+		"slot", exec.Slot, "attempt", attempt, "handler", exec.HandlerName, "status", string(status),
+		"finished_at", stored.StartedAt.Add(time.Since(started)), "error", runErr)
 
 	// Record the outcome even when ctx has ended, so that a redelivery knows
 	// what happened to this attempt.
