@@ -12,8 +12,10 @@ import (
 	"os/signal"
 	"runtime/debug"
 	"syscall"
+	"time"
 
 	"github.com/alecthomas/kong"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/pulse-sched/pulse/internal/logging"
 )
@@ -85,6 +87,10 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "pulse: %v\n", err)
 		return exitUsage
 	}
+	// go-redis logs some failures itself, such as every failed dial while
+	// Redis is down; send them to the same log, limited to one line per
+	// message format every 30s.
+	redis.SetLogger(logging.RedisLogger{Logger: logger.With("source", "go-redis"), Limiter: logging.NewLimiter(30 * time.Second)})
 	g := &globals{logger: logger, stdout: stdout, stderr: stderr, stdin: stdin}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
