@@ -9,6 +9,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/oklog/ulid/v2"
 	"github.com/stretchr/testify/require"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/pulse-sched/pulse/internal/redistest"
 	"github.com/pulse-sched/pulse/proto/protocolpb"
@@ -80,6 +81,10 @@ func TestServiceRejects(t *testing.T) {
 			CodeInvalidArgument, []string{`handler_name "daily report"`, "letters, digits"}},
 		{"handler name leading digit", create(func(r *protocolpb.CreateScheduleRequest) { r.HandlerName = "1report" }),
 			CodeInvalidArgument, []string{`handler_name "1report"`, "starting with a letter"}},
+		{"handler name trailing newline", create(func(r *protocolpb.CreateScheduleRequest) { r.HandlerName = "report\n" }),
+			CodeInvalidArgument, []string{`handler_name "report\n"`, "letters, digits"}},
+		{"handler name invalid UTF-8", create(func(r *protocolpb.CreateScheduleRequest) { r.HandlerName = "report\xff" }),
+			CodeInvalidArgument, []string{`handler_name "report\xff"`, "letters, digits"}},
 		{"handler name too long", create(func(r *protocolpb.CreateScheduleRequest) { r.HandlerName = strings.Repeat("h", MaxHandlerNameLength+1) }),
 			CodeInvalidArgument, []string{"handler_name", "1 to 128"}},
 		{"payload above limit", create(func(r *protocolpb.CreateScheduleRequest) { r.Payload = make([]byte, MaxPayloadBytesDefault+1) }),
@@ -91,6 +96,8 @@ func TestServiceRejects(t *testing.T) {
 		}), CodeInvalidArgument, []string{"metadata key", "65 bytes", "limit of 64"}},
 		{"metadata key bad character", create(func(r *protocolpb.CreateScheduleRequest) { r.Metadata = map[string]string{"team name": "v"} }),
 			CodeInvalidArgument, []string{`metadata key "team name"`, "only letters, digits"}},
+		{"metadata key invalid UTF-8", create(func(r *protocolpb.CreateScheduleRequest) { r.Metadata = map[string]string{"team\xff": "v"} }),
+			CodeInvalidArgument, []string{`metadata key "team\xff"`, "only letters, digits"}},
 		{"metadata key empty", create(func(r *protocolpb.CreateScheduleRequest) { r.Metadata = map[string]string{"": "v"} }),
 			CodeInvalidArgument, []string{"metadata key", "empty"}},
 		{"metadata value too long", create(func(r *protocolpb.CreateScheduleRequest) {
@@ -104,6 +111,8 @@ func TestServiceRejects(t *testing.T) {
 			CodeUnauthenticated, []string{"auth_token", "not valid"}},
 		{"create for other plugin", create(func(r *protocolpb.CreateScheduleRequest) { r.AtsCode = "beta" }),
 			CodePermissionDenied, []string{`ats_code "beta"`, "only for itself"}},
+		{"create for other plugin cut multibyte", create(func(r *protocolpb.CreateScheduleRequest) { r.AtsCode = "a" + strings.Repeat("é", 40) }),
+			CodePermissionDenied, []string{"ats_code", "only for itself"}},
 		{"admin create without ats_code", create(func(r *protocolpb.CreateScheduleRequest) { r.AuthToken = adminToken }),
 			CodeInvalidArgument, []string{"ats_code", "missing"}},
 		{"admin create for unknown plugin", create(func(r *protocolpb.CreateScheduleRequest) {
@@ -153,6 +162,11 @@ func TestServiceRejects(t *testing.T) {
 			for _, part := range tc.want {
 				require.Contains(t, resp.GetError(), part)
 			}
+			if tc.code == CodeNotFound {
+				require.Equal(t, tc.want[0], resp.GetError(), "a NOT_FOUND message must not tell other plugins' schedules apart")
+			}
+			_, err = proto.Marshal(resp.(proto.Message))
+			require.NoError(t, err, "the response must be sendable over gRPC")
 			require.Equal(t, sizeBefore, dbSize(t, rdb), "number of keys changed")
 			if diff := cmp.Diff(before, dataset(t, rdb)); diff != "" {
 				t.Errorf("Redis changed (-before +after):\n%s", diff)
