@@ -42,8 +42,8 @@ type Worker struct {
 	mu       sync.RWMutex
 	handlers map[string]HandlerFunc
 
-	// baseCtx is the parent of every handler's context; cancelBase
-	// interrupts the handlers still running when the drain timeout ends.
+	// baseCtx ends when the drain timeout ends and Run calls cancelBase.
+	// processTask then cancels the context of every handler still running.
 	baseCtx    context.Context
 	cancelBase context.CancelFunc
 	// running counts the processTask calls in progress.
@@ -72,7 +72,6 @@ func New(rdb redis.UniversalClient, st *store.Store, cfg Config, logger *slog.Lo
 		Queues:                   map[string]int{cfg.Queue: 1},
 		TaskCheckInterval:        cfg.PollInterval,
 		DelayedTaskCheckInterval: time.Second,
-		BaseContext:              func() context.Context { return w.baseCtx },
 		RetryDelayFunc:           retryDelay,
 		IsFailure:                isFailure,
 		// The worker drains handlers itself first (see Run), so asynq's
@@ -105,6 +104,10 @@ func (w *Worker) handler(name string) (HandlerFunc, bool) {
 // Run processes slot tasks until ctx ends, then stops gracefully: it takes
 // no new task, lets running handlers finish for up to the drain timeout,
 // then cancels the rest, whose tasks asynq delivers again.
+//
+// NOTE: asynq v0.25.1 archives a task whose retries are used up before it
+// consults IsFailure, so an interrupted last attempt (every attempt with
+// --max-retry 0) is archived and its slot does not run again.
 func (w *Worker) Run(ctx context.Context) error {
 	mux := asynq.NewServeMux()
 	mux.HandleFunc(task.TypeSlot, w.processTask)
@@ -132,6 +135,15 @@ func (w *Worker) Run(ctx context.Context) error {
 func (w *Worker) processTask(ctx context.Context, t *asynq.Task) error {
 	w.running.Add(1)
 	defer w.running.Add(-1)
+
+	// An interrupting drain cancels only this child of asynq's context. Had it
+	// canceled asynq's context itself, asynq would fail the task with
+	// context.Canceled at once, counting a failed attempt, instead of
+	// waiting for errInterrupted, which keeps the attempt number.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stopInterrupt := context.AfterFunc(w.baseCtx, cancel)
+	defer stopInterrupt()
 
 	ref, err := task.Decode(t.Payload())
 	if err != nil {
