@@ -266,6 +266,7 @@ func TestClaimDueConcurrent(t *testing.T) {
 		require.NoError(t, err)
 	}
 
+	t.Logf("claimers took %d and %d slots", len(results[0]), len(results[1]))
 	claimed := map[string]int{}
 	for _, r := range results {
 		for _, s := range r {

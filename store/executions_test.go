@@ -220,7 +220,7 @@ func TestStartExecution(t *testing.T) {
 	t.Run("same attempt runs after lease ends", func(t *testing.T) {
 		s := createSchedule(t, st, newSchedule())
 		ref := slotOf(s, 1)
-		_, v, err := st.StartExecution(testContext(t), ref, 0, 500*time.Millisecond)
+		_, v, err := st.StartExecution(testContext(t), ref, 0, time.Second)
 		require.NoError(t, err)
 		require.Equal(t, VerdictRun, v)
 
@@ -238,7 +238,7 @@ func TestStartExecution(t *testing.T) {
 
 	t.Run("later slot runs after lease ends", func(t *testing.T) {
 		s := createSchedule(t, st, newSchedule())
-		_, v, err := st.StartExecution(testContext(t), slotOf(s, 1), 0, 500*time.Millisecond)
+		_, v, err := st.StartExecution(testContext(t), slotOf(s, 1), 0, time.Second)
 		require.NoError(t, err)
 		require.Equal(t, VerdictRun, v)
 
