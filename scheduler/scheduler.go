@@ -246,10 +246,11 @@ func (s *Scheduler) enqueueAndAck(ctx context.Context, p int, refs []store.SlotR
 // enqueue puts the task of one slot into asynq. A task ID conflict means the
 // slot is already in asynq, which counts as success.
 func (s *Scheduler) enqueue(ctx context.Context, ref store.SlotRef) error {
-	t := asynq.NewTask(task.TypeSlot, task.Encode(ref),
+	slot := task.Slot{SlotRef: ref, MaxRetry: s.cfg.MaxRetry}
+	t := asynq.NewTask(task.TypeSlot, task.Encode(slot),
 		asynq.TaskID(ref.ExecutionID()),
 		asynq.Queue(s.cfg.Queue),
-		asynq.MaxRetry(s.cfg.MaxRetry),
+		asynq.MaxRetry(slot.AsynqMaxRetry()),
 		asynq.Timeout(s.cfg.TaskTimeout),
 		asynq.Retention(s.cfg.TaskRetention),
 	)

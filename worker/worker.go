@@ -104,10 +104,6 @@ func (w *Worker) handler(name string) (HandlerFunc, bool) {
 // Run processes slot tasks until ctx ends, then stops gracefully: it takes
 // no new task, lets running handlers finish for up to the drain timeout,
 // then cancels the rest, whose tasks asynq delivers again.
-//
-// NOTE: asynq v0.25.1 archives a task whose retries are used up before it
-// consults IsFailure, so an interrupted last attempt (every attempt with
-// --max-retry 0) is archived and its slot does not run again.
 func (w *Worker) Run(ctx context.Context) error {
 	mux := asynq.NewServeMux()
 	mux.HandleFunc(task.TypeSlot, w.processTask)
@@ -145,13 +141,18 @@ func (w *Worker) processTask(ctx context.Context, t *asynq.Task) error {
 	stopInterrupt := context.AfterFunc(w.baseCtx, cancel)
 	defer stopInterrupt()
 
-	ref, err := task.Decode(t.Payload())
+	slot, err := task.Decode(t.Payload())
 	if err != nil {
 		w.logger.Error("dropping malformed slot task", "error", err)
 		return fmt.Errorf("%w: %w", err, asynq.SkipRetry)
 	}
+	ref := slot.SlotRef
 	attempt, _ := asynq.GetRetryCount(ctx)
-	maxRetry, _ := asynq.GetMaxRetry(ctx)
+	maxRetry := slot.MaxRetry
+
+	if attempt > maxRetry {
+		return w.endExhausted(ctx, slot, attempt)
+	}
 
 	lease := w.cfg.RunningLeaseGrace
 	if deadline, ok := ctx.Deadline(); ok {
@@ -204,6 +205,22 @@ func (w *Worker) processTask(ctx context.Context, t *asynq.Task) error {
 			"execution_id", exec.ID, "handler", exec.HandlerName, "attempt", attempt, "error", runErr)
 		return runErr
 	}
+}
+
+// endExhausted ends the spare delivery that asynq makes after the last
+// attempt timed out or its worker died (see task.Slot.AsynqMaxRetry): the
+// slot has used its retries, so it is recorded as failed and archived.
+func (w *Worker) endExhausted(ctx context.Context, slot task.Slot, attempt int) error {
+	last := store.Execution{ID: slot.ExecutionID(), ScheduleID: slot.ScheduleID, Attempt: attempt - 1}
+	if _, err := w.store.FinishExecution(ctx, last, store.StatusFailed); err != nil {
+		w.metrics.RedisErrors.WithLabelValues("worker").Inc()
+		w.logLimited("finish", "recording an execution outcome failed", "schedule_id", slot.ScheduleID, "execution_id", last.ID, "error", err)
+		return err
+	}
+	w.metrics.TasksDropped.WithLabelValues("retries_exhausted").Inc()
+	w.logger.Warn("execution failed, no attempt left: the last attempt timed out or its worker stopped",
+		"schedule_id", slot.ScheduleID, "execution_id", last.ID, "attempts", attempt)
+	return fmt.Errorf("execution %s used its %d attempts: %w", last.ID, attempt, asynq.SkipRetry)
 }
 
 // run calls the execution's handler, turning a panic into an error.

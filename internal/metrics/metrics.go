@@ -94,7 +94,7 @@ func New(reg prometheus.Registerer) *Metrics {
 		}),
 		TasksDropped: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: namespace, Subsystem: "worker", Name: "tasks_dropped_total",
-			Help: "Delivered slot tasks that did not run, by reason: paused, deleted, missing, stale_generation, stale_slot or duplicate.",
+			Help: "Delivered slot tasks that did not run, by reason: paused, deleted, missing, stale_generation, stale_slot, duplicate or retries_exhausted.",
 		}, []string{"reason"}),
 
 		Requests: prometheus.NewCounterVec(prometheus.CounterOpts{

@@ -15,12 +15,16 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// Timeouts of every connection. They are short so that a call fails fast
-// when Redis is down, instead of hanging until the caller's deadline.
+// Timeouts and retries of every connection. They are small so that a call
+// fails within about a second when Redis is down, instead of hanging until
+// the caller's deadline: go-redis v9.23 would otherwise dial 5 times per
+// connection and retry each command 3 times.
 const (
-	dialTimeout  = 2 * time.Second
-	readTimeout  = 3 * time.Second
-	writeTimeout = 3 * time.Second
+	dialTimeout   = 2 * time.Second
+	readTimeout   = 3 * time.Second
+	writeTimeout  = 3 * time.Second
+	dialerRetries = 2
+	maxRetries    = 1
 )
 
 // Options returns the client options for a Redis URL:
@@ -44,6 +48,8 @@ func Options(rawURL string) (*redis.UniversalOptions, error) {
 		DialTimeout:           dialTimeout,
 		ReadTimeout:           readTimeout,
 		WriteTimeout:          writeTimeout,
+		DialerRetries:         dialerRetries,
+		MaxRetries:            maxRetries,
 		ContextTimeoutEnabled: true,
 	}
 	if u.User != nil {
