@@ -56,7 +56,39 @@ type ScheduledJob struct {
 	CreatedAt string `protobuf:"bytes,12,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
 	// Time of the latest change of the schedule's definition or state, RFC 3339
 	// in UTC.
-	UpdatedAt     string `protobuf:"bytes,13,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
+	UpdatedAt string `protobuf:"bytes,13,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
+	// What happens to slots missed while no scheduler ran: "run_latest" (run
+	// the latest missed slot once, skip the others), "skip" (skip them all) or
+	// "run_all" (run each missed slot within misfire_window_seconds).
+	MisfirePolicy string `protobuf:"bytes,14,opt,name=misfire_policy,json=misfirePolicy,proto3" json:"misfire_policy,omitempty"`
+	// For misfire_policy "run_all": how far back missed slots still run, in
+	// seconds.
+	MisfireWindowSeconds int32 `protobuf:"varint,15,opt,name=misfire_window_seconds,json=misfireWindowSeconds,proto3" json:"misfire_window_seconds,omitempty"`
+	// What happens to a slot whose previous execution still runs: "skip" it,
+	// "allow" both to run, or "buffer_one" (run it after the previous one ends,
+	// skipping any further slot meanwhile).
+	OverlapPolicy string `protobuf:"bytes,16,opt,name=overlap_policy,json=overlapPolicy,proto3" json:"overlap_policy,omitempty"`
+	// Deadline of one attempt of the handler, in seconds.
+	TimeoutSeconds int32 `protobuf:"varint,17,opt,name=timeout_seconds,json=timeoutSeconds,proto3" json:"timeout_seconds,omitempty"`
+	// Retries after a failed attempt.
+	MaxRetries int32 `protobuf:"varint,18,opt,name=max_retries,json=maxRetries,proto3" json:"max_retries,omitempty"`
+	// Consecutive failed executions after which the schedule pauses itself; 0
+	// never.
+	PauseAfterFailures int32 `protobuf:"varint,19,opt,name=pause_after_failures,json=pauseAfterFailures,proto3" json:"pause_after_failures,omitempty"`
+	// Status of the latest execution: "running", "succeeded", "retrying",
+	// "failed", "interrupted"; empty before the first.
+	LastStatus string `protobuf:"bytes,20,opt,name=last_status,json=lastStatus,proto3" json:"last_status,omitempty"`
+	// Error of the latest failed attempt; empty after a success.
+	LastError string `protobuf:"bytes,21,opt,name=last_error,json=lastError,proto3" json:"last_error,omitempty"`
+	// Failed executions since the latest success.
+	ConsecutiveFailures int64 `protobuf:"varint,22,opt,name=consecutive_failures,json=consecutiveFailures,proto3" json:"consecutive_failures,omitempty"`
+	// Executions that started, retries not counted.
+	TotalRuns int64 `protobuf:"varint,23,opt,name=total_runs,json=totalRuns,proto3" json:"total_runs,omitempty"`
+	// Why the schedule is paused, when Pulse paused it itself.
+	PausedReason string `protobuf:"bytes,24,opt,name=paused_reason,json=pausedReason,proto3" json:"paused_reason,omitempty"`
+	// Slots that never ran: missed while no scheduler ran, or skipped because
+	// the previous execution still ran.
+	SkippedSlots  int64 `protobuf:"varint,25,opt,name=skipped_slots,json=skippedSlots,proto3" json:"skipped_slots,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -182,6 +214,90 @@ func (x *ScheduledJob) GetUpdatedAt() string {
 	return ""
 }
 
+func (x *ScheduledJob) GetMisfirePolicy() string {
+	if x != nil {
+		return x.MisfirePolicy
+	}
+	return ""
+}
+
+func (x *ScheduledJob) GetMisfireWindowSeconds() int32 {
+	if x != nil {
+		return x.MisfireWindowSeconds
+	}
+	return 0
+}
+
+func (x *ScheduledJob) GetOverlapPolicy() string {
+	if x != nil {
+		return x.OverlapPolicy
+	}
+	return ""
+}
+
+func (x *ScheduledJob) GetTimeoutSeconds() int32 {
+	if x != nil {
+		return x.TimeoutSeconds
+	}
+	return 0
+}
+
+func (x *ScheduledJob) GetMaxRetries() int32 {
+	if x != nil {
+		return x.MaxRetries
+	}
+	return 0
+}
+
+func (x *ScheduledJob) GetPauseAfterFailures() int32 {
+	if x != nil {
+		return x.PauseAfterFailures
+	}
+	return 0
+}
+
+func (x *ScheduledJob) GetLastStatus() string {
+	if x != nil {
+		return x.LastStatus
+	}
+	return ""
+}
+
+func (x *ScheduledJob) GetLastError() string {
+	if x != nil {
+		return x.LastError
+	}
+	return ""
+}
+
+func (x *ScheduledJob) GetConsecutiveFailures() int64 {
+	if x != nil {
+		return x.ConsecutiveFailures
+	}
+	return 0
+}
+
+func (x *ScheduledJob) GetTotalRuns() int64 {
+	if x != nil {
+		return x.TotalRuns
+	}
+	return 0
+}
+
+func (x *ScheduledJob) GetPausedReason() string {
+	if x != nil {
+		return x.PausedReason
+	}
+	return ""
+}
+
+func (x *ScheduledJob) GetSkippedSlots() int64 {
+	if x != nil {
+		return x.SkippedSlots
+	}
+	return 0
+}
+
 type CreateScheduleRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Token that identifies the calling plugin.
@@ -199,10 +315,31 @@ type CreateScheduleRequest struct {
 	// Plugin to create the schedule for. Required with an admin token; with a
 	// plugin token it may be empty or the plugin's own ats_code.
 	AtsCode string `protobuf:"bytes,6,opt,name=ats_code,json=atsCode,proto3" json:"ats_code,omitempty"`
-	// Makes the first slot the creation time instead of one interval later.
+	// Makes the first slot the creation time (or start_at) instead of one
+	// interval later.
 	RunImmediately bool `protobuf:"varint,7,opt,name=run_immediately,json=runImmediately,proto3" json:"run_immediately,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// Policy for slots missed while no scheduler ran: "run_latest" (default),
+	// "skip" or "run_all". See ScheduledJob.misfire_policy.
+	MisfirePolicy string `protobuf:"bytes,8,opt,name=misfire_policy,json=misfirePolicy,proto3" json:"misfire_policy,omitempty"`
+	// For misfire_policy "run_all": how far back missed slots still run, in
+	// seconds. Default one hour; at most one day.
+	MisfireWindowSeconds int32 `protobuf:"varint,9,opt,name=misfire_window_seconds,json=misfireWindowSeconds,proto3" json:"misfire_window_seconds,omitempty"`
+	// Policy for a slot whose previous execution still runs: "skip" (default),
+	// "allow" or "buffer_one". See ScheduledJob.overlap_policy.
+	OverlapPolicy string `protobuf:"bytes,10,opt,name=overlap_policy,json=overlapPolicy,proto3" json:"overlap_policy,omitempty"`
+	// Deadline of one attempt of the handler, in seconds. Default 30; at most
+	// one day.
+	TimeoutSeconds int32 `protobuf:"varint,11,opt,name=timeout_seconds,json=timeoutSeconds,proto3" json:"timeout_seconds,omitempty"`
+	// Retries after a failed attempt. Default 3 when absent; at most 25.
+	MaxRetries *int32 `protobuf:"varint,12,opt,name=max_retries,json=maxRetries,proto3,oneof" json:"max_retries,omitempty"`
+	// Consecutive failed executions after which the schedule pauses itself.
+	// Default 0: never.
+	PauseAfterFailures int32 `protobuf:"varint,13,opt,name=pause_after_failures,json=pauseAfterFailures,proto3" json:"pause_after_failures,omitempty"`
+	// Anchor of the grid, RFC 3339; default the creation time. It may lie in
+	// the future (at most one year), never in the past.
+	StartAt       string `protobuf:"bytes,14,opt,name=start_at,json=startAt,proto3" json:"start_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CreateScheduleRequest) Reset() {
@@ -282,6 +419,55 @@ func (x *CreateScheduleRequest) GetRunImmediately() bool {
 		return x.RunImmediately
 	}
 	return false
+}
+
+func (x *CreateScheduleRequest) GetMisfirePolicy() string {
+	if x != nil {
+		return x.MisfirePolicy
+	}
+	return ""
+}
+
+func (x *CreateScheduleRequest) GetMisfireWindowSeconds() int32 {
+	if x != nil {
+		return x.MisfireWindowSeconds
+	}
+	return 0
+}
+
+func (x *CreateScheduleRequest) GetOverlapPolicy() string {
+	if x != nil {
+		return x.OverlapPolicy
+	}
+	return ""
+}
+
+func (x *CreateScheduleRequest) GetTimeoutSeconds() int32 {
+	if x != nil {
+		return x.TimeoutSeconds
+	}
+	return 0
+}
+
+func (x *CreateScheduleRequest) GetMaxRetries() int32 {
+	if x != nil && x.MaxRetries != nil {
+		return *x.MaxRetries
+	}
+	return 0
+}
+
+func (x *CreateScheduleRequest) GetPauseAfterFailures() int32 {
+	if x != nil {
+		return x.PauseAfterFailures
+	}
+	return 0
+}
+
+func (x *CreateScheduleRequest) GetStartAt() string {
+	if x != nil {
+		return x.StartAt
+	}
+	return ""
 }
 
 type CreateScheduleResponse struct {
@@ -819,7 +1005,7 @@ var File_schedule_proto protoreflect.FileDescriptor
 
 const file_schedule_proto_rawDesc = "" +
 	"\n" +
-	"\x0eschedule.proto\x12\bprotocol\"\x9c\x03\n" +
+	"\x0eschedule.proto\x12\bprotocol\"\xf8\x06\n" +
 	"\fScheduledJob\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x19\n" +
 	"\bats_code\x18\x02 \x01(\tR\aatsCode\x12!\n" +
@@ -837,7 +1023,23 @@ const file_schedule_proto_rawDesc = "" +
 	"\n" +
 	"created_at\x18\f \x01(\tR\tcreatedAt\x12\x1d\n" +
 	"\n" +
-	"updated_at\x18\r \x01(\tR\tupdatedAt\"\xea\x02\n" +
+	"updated_at\x18\r \x01(\tR\tupdatedAt\x12%\n" +
+	"\x0emisfire_policy\x18\x0e \x01(\tR\rmisfirePolicy\x124\n" +
+	"\x16misfire_window_seconds\x18\x0f \x01(\x05R\x14misfireWindowSeconds\x12%\n" +
+	"\x0eoverlap_policy\x18\x10 \x01(\tR\roverlapPolicy\x12'\n" +
+	"\x0ftimeout_seconds\x18\x11 \x01(\x05R\x0etimeoutSeconds\x12\x1f\n" +
+	"\vmax_retries\x18\x12 \x01(\x05R\n" +
+	"maxRetries\x120\n" +
+	"\x14pause_after_failures\x18\x13 \x01(\x05R\x12pauseAfterFailures\x12\x1f\n" +
+	"\vlast_status\x18\x14 \x01(\tR\n" +
+	"lastStatus\x12\x1d\n" +
+	"\n" +
+	"last_error\x18\x15 \x01(\tR\tlastError\x121\n" +
+	"\x14consecutive_failures\x18\x16 \x01(\x03R\x13consecutiveFailures\x12\x1d\n" +
+	"\n" +
+	"total_runs\x18\x17 \x01(\x03R\ttotalRuns\x12#\n" +
+	"\rpaused_reason\x18\x18 \x01(\tR\fpausedReason\x12#\n" +
+	"\rskipped_slots\x18\x19 \x01(\x03R\fskippedSlots\"\x9a\x05\n" +
 	"\x15CreateScheduleRequest\x12\x1d\n" +
 	"\n" +
 	"auth_token\x18\x01 \x01(\tR\tauthToken\x12!\n" +
@@ -846,10 +1048,20 @@ const file_schedule_proto_rawDesc = "" +
 	"\apayload\x18\x04 \x01(\fR\apayload\x12I\n" +
 	"\bmetadata\x18\x05 \x03(\v2-.protocol.CreateScheduleRequest.MetadataEntryR\bmetadata\x12\x19\n" +
 	"\bats_code\x18\x06 \x01(\tR\aatsCode\x12'\n" +
-	"\x0frun_immediately\x18\a \x01(\bR\x0erunImmediately\x1a;\n" +
+	"\x0frun_immediately\x18\a \x01(\bR\x0erunImmediately\x12%\n" +
+	"\x0emisfire_policy\x18\b \x01(\tR\rmisfirePolicy\x124\n" +
+	"\x16misfire_window_seconds\x18\t \x01(\x05R\x14misfireWindowSeconds\x12%\n" +
+	"\x0eoverlap_policy\x18\n" +
+	" \x01(\tR\roverlapPolicy\x12'\n" +
+	"\x0ftimeout_seconds\x18\v \x01(\x05R\x0etimeoutSeconds\x12$\n" +
+	"\vmax_retries\x18\f \x01(\x05H\x00R\n" +
+	"maxRetries\x88\x01\x01\x120\n" +
+	"\x14pause_after_failures\x18\r \x01(\x05R\x12pauseAfterFailures\x12\x19\n" +
+	"\bstart_at\x18\x0e \x01(\tR\astartAt\x1a;\n" +
 	"\rMetadataEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x88\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\x0e\n" +
+	"\f_max_retries\"\x88\x01\n" +
 	"\x16CreateScheduleResponse\x12\x18\n" +
 	"\asuccess\x18\x01 \x01(\bR\asuccess\x12\x14\n" +
 	"\x05error\x18\x02 \x01(\tR\x05error\x12\x1f\n" +
@@ -957,6 +1169,7 @@ func file_schedule_proto_init() {
 	if File_schedule_proto != nil {
 		return
 	}
+	file_schedule_proto_msgTypes[1].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
