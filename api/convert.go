@@ -35,5 +35,18 @@ func scheduledJob(s *store.Schedule) *protocolpb.ScheduledJob {
 		Metadata:        s.MetadataJSON,
 		CreatedAt:       formatTime(s.CreatedAt),
 		UpdatedAt:       formatTime(s.UpdatedAt),
+
+		MisfirePolicy:        string(s.Misfire),
+		MisfireWindowSeconds: int32(s.MisfireWindow / time.Second),
+		OverlapPolicy:        string(s.Overlap),
+		TimeoutSeconds:       int32(s.Timeout / time.Second),
+		MaxRetries:           int32(s.MaxRetry),
+		PauseAfterFailures:   int32(s.PauseAfterFailures),
+		LastStatus:           string(s.LastStatus),
+		LastError:            s.LastError,
+		ConsecutiveFailures:  s.ConsecutiveFailures,
+		TotalRuns:            s.TotalRuns,
+		PausedReason:         s.PausedReason,
+		SkippedSlots:         s.SkippedSlots,
 	}
 }

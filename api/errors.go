@@ -7,6 +7,8 @@ import (
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	"github.com/pulse-sched/pulse/store"
 )
 
 // ErrorCode is the machine-readable class of an in-band error, sent in the
@@ -37,9 +39,12 @@ func newRequestError(code ErrorCode, format string, args ...any) *requestError {
 }
 
 // infrastructureStatus converts a failure of Redis or of the call itself into
-// a gRPC status, so that clients retry it with their standard policies.
+// a gRPC status, so that clients retry it with their standard policies. A
+// record that cannot be decoded is DATA_LOSS, which no retry fixes.
 func infrastructureStatus(op string, err error) error {
 	switch {
+	case errors.Is(err, store.ErrCorrupt):
+		return status.Errorf(codes.DataLoss, "%s: %v", op, err)
 	case errors.Is(err, context.DeadlineExceeded):
 		return status.Errorf(codes.DeadlineExceeded, "%s: deadline exceeded before Redis answered", op)
 	case errors.Is(err, context.Canceled):

@@ -24,6 +24,15 @@ type Config struct {
 	// RequestTimeout bounds the Redis work of one call when the caller's
 	// deadline is later or absent. Default 5s.
 	RequestTimeout time.Duration
+	// DefaultTimeout is the timeout of a schedule whose request sets none.
+	// Default 30s.
+	DefaultTimeout time.Duration
+	// DefaultMaxRetry is the retry count of a schedule whose request sets
+	// none. Zero means the default 3; a negative value means no retry.
+	DefaultMaxRetry int
+	// Now returns the current time, for start_at; default time.Now. Every
+	// due decision uses the Redis clock instead.
+	Now func() time.Time
 }
 
 // RequestTimeoutDefault is the default of Config.RequestTimeout.
@@ -46,6 +55,24 @@ func NewService(st *store.Store, registry *Registry, cfg Config, logger *slog.Lo
 	cfg.Limits = cfg.Limits.withDefaults()
 	if cfg.RequestTimeout == 0 {
 		cfg.RequestTimeout = RequestTimeoutDefault
+	}
+	if cfg.DefaultTimeout == 0 {
+		cfg.DefaultTimeout = TimeoutDefault
+	}
+	switch {
+	case cfg.DefaultMaxRetry == 0:
+		cfg.DefaultMaxRetry = MaxRetryDefault
+	case cfg.DefaultMaxRetry < 0:
+		cfg.DefaultMaxRetry = 0
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.DefaultTimeout < time.Second || cfg.DefaultTimeout > MaxTimeoutSeconds*time.Second {
+		return nil, fmt.Errorf("api config: default timeout %s is out of range: it must be between 1s and 24h", cfg.DefaultTimeout)
+	}
+	if cfg.DefaultMaxRetry > MaxRetries {
+		return nil, fmt.Errorf("api config: default max retry %d is too high: it must be at most %d", cfg.DefaultMaxRetry, MaxRetries)
 	}
 	if err := cfg.Limits.validate(); err != nil {
 		return nil, fmt.Errorf("api config: %w", err)
@@ -183,11 +210,17 @@ func (s *Service) create(ctx context.Context, req *protocolpb.CreateScheduleRequ
 	if reqErr != nil {
 		return "", reqErr
 	}
+	options, startAt, reqErr := s.scheduleOptions(req, s.cfg.Now())
+	if reqErr != nil {
+		return "", reqErr
+	}
 
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout)
 	defer cancel()
 	sched, err := s.store.CreateSchedule(ctx, store.NewSchedule{
-		ID:             ulid.Make().String(),
+		ID:             ulid.MustNew(ulid.Timestamp(s.cfg.Now()), ulid.DefaultEntropy()).String(),
+		StartAt:        startAt,
+		Options:        options,
 		ATSCode:        plugin.ATSCode,
 		HandlerName:    req.GetHandlerName(),
 		SourceURL:      plugin.Endpoint,

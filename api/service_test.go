@@ -59,6 +59,10 @@ func TestServiceLifecycle(t *testing.T) {
 			Metadata:        job.GetMetadata(),
 			CreatedAt:       job.GetCreatedAt(),
 			UpdatedAt:       job.GetCreatedAt(),
+			MisfirePolicy:   "run_latest",
+			OverlapPolicy:   "skip",
+			TimeoutSeconds:  30,
+			MaxRetries:      3,
 		}
 		if diff := cmp.Diff(want, job, protocmp.Transform()); diff != "" {
 			t.Errorf("job differs (-want +got):\n%s", diff)
@@ -134,7 +138,7 @@ func TestServiceLifecycle(t *testing.T) {
 		s, err := st.GetSchedule(ctx, id, "")
 		require.NoError(t, err)
 		ref := store.SlotRef{ScheduleID: id, Slot: s.NextRunAt, Generation: s.Generation}
-		_, verdict, err := st.StartExecution(ctx, ref, 0, time.Minute)
+		_, verdict, err := st.StartExecution(ctx, store.StartRequest{Slot: ref, RunningLease: time.Minute})
 		require.NoError(t, err)
 		require.Equal(t, store.VerdictRun, verdict)
 

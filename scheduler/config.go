@@ -26,11 +26,9 @@ type Config struct {
 	EnqueueConcurrency int
 	// Queue is the asynq queue that slot tasks go to. Default "pulse".
 	Queue string
-	// TaskTimeout bounds one attempt of a handler. Default 30s.
+	// TaskTimeout bounds one attempt of a handler of a schedule that sets no
+	// timeout of its own. Default 30s.
 	TaskTimeout time.Duration
-	// MaxRetry is the number of retries after a failed attempt. Zero means the
-	// default 3; a negative value means no retry.
-	MaxRetry int
 	// TaskRetention is how long asynq keeps a completed task, and so how long
 	// its slot's task ID stays taken. It must outlast ClaimLease plus
 	// ReclaimInterval, the longest time after which a slot can be enqueued
@@ -47,7 +45,6 @@ const (
 	EnqueueConcurrencyDefault = 16
 	QueueDefault              = "pulse"
 	TaskTimeoutDefault        = 30 * time.Second
-	MaxRetryDefault           = 3
 	TaskRetentionDefault      = 5 * time.Minute
 )
 
@@ -72,11 +69,6 @@ func (c Config) withDefaults() Config {
 	}
 	if c.TaskTimeout == 0 {
 		c.TaskTimeout = TaskTimeoutDefault
-	}
-	if c.MaxRetry == 0 {
-		c.MaxRetry = MaxRetryDefault
-	} else if c.MaxRetry < 0 {
-		c.MaxRetry = 0
 	}
 	if c.TaskRetention == 0 {
 		c.TaskRetention = TaskRetentionDefault

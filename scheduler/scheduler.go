@@ -151,6 +151,10 @@ func (s *Scheduler) dispatchOnce(ctx context.Context, p int) (time.Duration, err
 	}
 	s.lastPass.Store(time.Now().UnixNano())
 
+	for id, skipped := range claim.Skipped {
+		s.metrics.SlotsSkipped.WithLabelValues(metrics.SkipMisfire).Add(float64(skipped))
+		s.logger.Info("missed slots skipped", "partition", p, "schedule_id", id, "skipped", skipped)
+	}
 	if len(claim.Slots) > 0 {
 		// The claimed slots are ours to enqueue now: finish them even when
 		// ctx ends, so a graceful stop never leaves them to the reclaim pass.
@@ -159,16 +163,7 @@ func (s *Scheduler) dispatchOnce(ctx context.Context, p int) (time.Duration, err
 		if s.beforeEnqueue != nil {
 			s.beforeEnqueue(claim.Slots)
 		}
-		refs := make([]store.SlotRef, len(claim.Slots))
-		for i, c := range claim.Slots {
-			refs[i] = c.SlotRef
-			if c.Skipped > 0 {
-				s.metrics.SlotsSkipped.WithLabelValues(metrics.SkipMisfire).Add(float64(c.Skipped))
-				s.logger.Info("missed slots skipped", "schedule_id", c.ScheduleID,
-					"skipped", c.Skipped, "running_slot", c.Slot)
-			}
-		}
-		if err := s.enqueueAndAck(ctx, p, refs, claim.Now, start); err != nil {
+		if err := s.enqueueAndAck(ctx, p, claim.Slots, claim.Now, start); err != nil {
 			return 0, err
 		}
 	}
@@ -186,21 +181,22 @@ func (s *Scheduler) dispatchOnce(ctx context.Context, p int) (time.Duration, err
 	return min(max(wait, 0), s.cfg.PollInterval), nil
 }
 
-// enqueueAndAck enqueues the slots concurrently, then acknowledges those
-// that are in asynq. A slot whose enqueue failed stays in flight, and the
-// reclaim pass enqueues it once its lease ends.
+// enqueueAndAck enqueues the claimed ranges concurrently, then acknowledges
+// those that are in asynq. A range whose enqueue failed stays in flight, and
+// the reclaim pass enqueues it once its lease ends.
 //
 // claimedAt is the Redis time of the claim and started the local time just
 // before it; together they give the Redis time of each enqueue without
 // another round trip.
-func (s *Scheduler) enqueueAndAck(ctx context.Context, p int, refs []store.SlotRef, claimedAt, started time.Time) error {
+func (s *Scheduler) enqueueAndAck(ctx context.Context, p int, claimed []store.ClaimedSlot, claimedAt, started time.Time) error {
 	var (
 		mu       sync.Mutex
-		acked    []store.SlotRef
+		acked    []store.ClaimedSlot
+		slots    int
 		firstErr error
 		wg       sync.WaitGroup
 	)
-	for _, ref := range refs {
+	for _, ref := range claimed {
 		// A scheduler that was stopped (SIGSTOP, a long GC pause) past most of
 		// its lease leaves the slot to the reclaim pass of another replica.
 		if time.Since(started) > s.cfg.ClaimLease/2 {
@@ -230,28 +226,39 @@ func (s *Scheduler) enqueueAndAck(ctx context.Context, p int, refs []store.SlotR
 				return
 			}
 			acked = append(acked, ref)
+			slots += ref.Count
+			// A range's earlier slots are late by design: measure the latest.
+			latest := ref.Slot.Add(time.Duration(ref.Count-1) * ref.Interval)
 			enqueuedAt := claimedAt.Add(time.Since(started))
-			s.metrics.DispatchLateness.Observe(max(enqueuedAt.Sub(ref.Slot), 0).Seconds())
+			s.metrics.DispatchLateness.Observe(max(enqueuedAt.Sub(latest), 0).Seconds())
 		}()
 	}
 	wg.Wait()
 
-	s.metrics.SlotsDispatched.Add(float64(len(acked)))
+	s.metrics.SlotsDispatched.Add(float64(slots))
 	if err := s.store.AckSlots(ctx, p, acked); err != nil {
 		return err
 	}
 	return firstErr
 }
 
-// enqueue puts the task of one slot into asynq. A task ID conflict means the
-// slot is already in asynq, which counts as success.
-func (s *Scheduler) enqueue(ctx context.Context, ref store.SlotRef) error {
-	slot := task.Slot{SlotRef: ref, MaxRetry: s.cfg.MaxRetry}
+// enqueue puts the task of one claimed range into asynq. A task ID conflict
+// means the range is already in asynq, which counts as success.
+func (s *Scheduler) enqueue(ctx context.Context, c store.ClaimedSlot) error {
+	slot := task.Slot{SlotRef: c.SlotRef, Count: c.Count, Interval: c.Interval, Timeout: c.Timeout, MaxRetry: c.MaxRetry}
+	if slot.Timeout <= 0 {
+		slot.Timeout = s.cfg.TaskTimeout
+	}
+	if slot.Interval <= 0 {
+		// The schedule is gone, so the worker drops the task anyway.
+		slot.Count = 1
+	}
+	ref := c.SlotRef
 	t := asynq.NewTask(task.TypeSlot, task.Encode(slot),
 		asynq.TaskID(ref.ExecutionID()),
 		asynq.Queue(s.cfg.Queue),
 		asynq.MaxRetry(slot.AsynqMaxRetry()),
-		asynq.Timeout(s.cfg.TaskTimeout),
+		asynq.Timeout(slot.AsynqTimeout()),
 		asynq.Retention(s.cfg.TaskRetention),
 	)
 	_, err := s.enqueuer.EnqueueContext(ctx, t)
@@ -284,19 +291,19 @@ func (s *Scheduler) runReclaim(ctx context.Context, p int) {
 
 func (s *Scheduler) reclaimOnce(ctx context.Context, p int) error {
 	start := time.Now()
-	refs, err := s.store.ReclaimExpired(ctx, p, s.cfg.ClaimBatch, s.cfg.ClaimLease)
-	if len(refs) == 0 {
+	claimed, err := s.store.ReclaimExpired(ctx, p, s.cfg.ClaimBatch, s.cfg.ClaimLease)
+	if len(claimed) == 0 {
 		return err
 	}
 
 	s.logger.Warn("taking over claimed slots whose scheduler stopped before enqueuing them",
-		"partition", p, "slots", len(refs))
-	s.metrics.SlotsReclaimed.Add(float64(len(refs)))
+		"partition", p, "ranges", len(claimed))
+	s.metrics.SlotsReclaimed.Add(float64(len(claimed)))
 	now, timeErr := s.store.ServerTime(ctx)
 	if timeErr != nil {
 		return timeErr
 	}
-	if enqErr := s.enqueueAndAck(ctx, p, refs, now, start); enqErr != nil {
+	if enqErr := s.enqueueAndAck(ctx, p, claimed, now, start); enqErr != nil {
 		return enqErr
 	}
 	return err

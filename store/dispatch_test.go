@@ -60,7 +60,8 @@ func TestClaimDue(t *testing.T) {
 			}
 			require.Equal(t, wantSlot, s.Slot, "slot of %s", s.ScheduleID)
 			require.Equal(t, int64(1), s.Generation, "generation of %s", s.ScheduleID)
-			require.Zero(t, s.Skipped, "skipped slots of %s", s.ScheduleID)
+			require.Zero(t, c.Skipped[s.ScheduleID], "skipped slots of %s", s.ScheduleID)
+			require.Equal(t, 1, s.Count, "slot count of %s", s.ScheduleID)
 		}
 		require.Equal(t, notDue.NextRunAt, getSchedule(t, st, notDue.ID).NextRunAt)
 	})
@@ -90,7 +91,7 @@ func TestClaimDue(t *testing.T) {
 
 		members := inflightMembers(t, st, 0)
 		require.Len(t, members, 1)
-		require.Equal(t, fmt.Sprintf("%s|%d|1", s.ID, slot.UnixMilli()), members[0].Member)
+		require.Equal(t, fmt.Sprintf("%s|%d|1|1", s.ID, slot.UnixMilli()), members[0].Member)
 		require.Equal(t, c.Slots[0].member(), members[0].Member)
 		leaseEnd := msToTime(int64(members[0].Score))
 		require.Equal(t, c.Now.Add(claimLease), leaseEnd)
@@ -111,7 +112,8 @@ func TestClaimDue(t *testing.T) {
 		require.Len(t, c.Slots, 1)
 		latest := slot.Add(missed * s.Interval)
 		require.Equal(t, latest, c.Slots[0].Slot)
-		require.Equal(t, int64(missed), c.Slots[0].Skipped)
+		require.Equal(t, int64(missed), c.Skipped[s.ID])
+		require.Equal(t, int64(missed), getSchedule(t, st, s.ID).SkippedSlots)
 		require.False(t, c.Slots[0].Slot.After(c.Now), "claimed slot %s is after now %s", c.Slots[0].Slot, c.Now)
 		require.True(t, latest.Add(s.Interval).After(c.Now), "slot %s is not the latest due one at %s", latest, c.Now)
 		require.Equal(t, latest.Add(s.Interval), dueScore(t, st, s.ID))
@@ -301,7 +303,7 @@ func TestAckSlots(t *testing.T) {
 		c := claimDue(t, st, 0, 100)
 		require.Len(t, c.Slots, 2)
 
-		require.NoError(t, st.AckSlots(testContext(t), 0, []SlotRef{c.Slots[0].SlotRef}))
+		require.NoError(t, st.AckSlots(testContext(t), 0, []ClaimedSlot{c.Slots[0]}))
 
 		members := inflightMembers(t, st, 0)
 		require.Len(t, members, 1)
@@ -315,8 +317,8 @@ func TestAckSlots(t *testing.T) {
 
 	t.Run("unknown member ignored", func(t *testing.T) {
 		st := newTestStore(t, rdb, Config{Partitions: 1})
-		ref := SlotRef{ScheduleID: "01JDQ5V9M3K2X8Y7Z6W5T4R3Q2", Slot: time.UnixMilli(1000).UTC(), Generation: 1}
-		require.NoError(t, st.AckSlots(testContext(t), 0, []SlotRef{ref}))
+		ref := ClaimedSlot{SlotRef: SlotRef{ScheduleID: "01JDQ5V9M3K2X8Y7Z6W5T4R3Q2", Slot: time.UnixMilli(1000).UTC(), Generation: 1}, Count: 1}
+		require.NoError(t, st.AckSlots(testContext(t), 0, []ClaimedSlot{ref}))
 	})
 }
 
@@ -336,7 +338,7 @@ func TestReclaimExpired(t *testing.T) {
 		require.Empty(t, early, "a live lease must not be reclaimed")
 
 		ctx := testContext(t)
-		var reclaimed []SlotRef
+		var reclaimed []ClaimedSlot
 		require.EventuallyWithT(t, func(c *assert.CollectT) {
 			refs, err := st.ReclaimExpired(ctx, 0, 100, claimLease)
 			if !assert.NoError(c, err) {
@@ -347,7 +349,7 @@ func TestReclaimExpired(t *testing.T) {
 			}
 		}, 10*time.Second, 20*time.Millisecond)
 
-		require.Equal(t, []SlotRef{c.Slots[0].SlotRef}, reclaimed)
+		require.Equal(t, []ClaimedSlot{c.Slots[0]}, reclaimed)
 
 		again, err := st.ReclaimExpired(testContext(t), 0, 100, claimLease)
 		require.NoError(t, err)
@@ -366,7 +368,7 @@ func TestReclaimExpired(t *testing.T) {
 		c, err := st.ClaimDue(testContext(t), 0, 100, time.Millisecond)
 		require.NoError(t, err)
 		require.Len(t, c.Slots, 1)
-		require.NoError(t, st.AckSlots(testContext(t), 0, []SlotRef{c.Slots[0].SlotRef}))
+		require.NoError(t, st.AckSlots(testContext(t), 0, []ClaimedSlot{c.Slots[0]}))
 
 		refs, err := st.ReclaimExpired(testContext(t), 0, 100, claimLease)
 		require.NoError(t, err)
@@ -376,7 +378,7 @@ func TestReclaimExpired(t *testing.T) {
 	t.Run("limit respected", func(t *testing.T) {
 		st := newTestStore(t, rdb, Config{Partitions: 1})
 		for i := 0; i < 3; i++ {
-			ref := SlotRef{ScheduleID: fmt.Sprintf("01JDQ5V9M3K2X8Y7Z6W5T4R3Q%d", i), Slot: time.UnixMilli(1000).UTC(), Generation: 1}
+			ref := ClaimedSlot{SlotRef: SlotRef{ScheduleID: fmt.Sprintf("01JDQ5V9M3K2X8Y7Z6W5T4R3Q%d", i), Slot: time.UnixMilli(1000).UTC(), Generation: 1}, Count: 1}
 			require.NoError(t, rdb.ZAdd(testContext(t), st.keys.InflightKey(0), redis.Z{Score: 1, Member: ref.member()}).Err())
 		}
 
@@ -390,7 +392,7 @@ func TestReclaimExpired(t *testing.T) {
 
 	t.Run("malformed member removed", func(t *testing.T) {
 		st := newTestStore(t, rdb, Config{Partitions: 1})
-		good := SlotRef{ScheduleID: "01JDQ5V9M3K2X8Y7Z6W5T4R3Q2", Slot: time.UnixMilli(5000).UTC(), Generation: 3}
+		good := ClaimedSlot{SlotRef: SlotRef{ScheduleID: "01JDQ5V9M3K2X8Y7Z6W5T4R3Q2", Slot: time.UnixMilli(5000).UTC(), Generation: 3}, Count: 1}
 		require.NoError(t, rdb.ZAdd(testContext(t), st.keys.InflightKey(0),
 			redis.Z{Score: 1, Member: good.member()},
 			redis.Z{Score: 1, Member: "damaged"},
@@ -398,7 +400,7 @@ func TestReclaimExpired(t *testing.T) {
 
 		refs, err := st.ReclaimExpired(testContext(t), 0, 100, claimLease)
 		require.ErrorContains(t, err, "damaged")
-		require.Equal(t, []SlotRef{good}, refs)
+		require.Equal(t, []ClaimedSlot{good}, refs)
 
 		members := inflightMembers(t, st, 0)
 		require.Len(t, members, 1)

@@ -53,17 +53,31 @@ type Execution struct {
 	StartedAt time.Time
 }
 
-// StartExecution decides whether attempt (0 for the first) of the slot r may
-// run and, if so, records it as the schedule's latest execution and takes the
-// schedule's running marker for runningLease. The marker makes later slots
-// skip while this one runs; it ends with FinishExecution or with the lease, in
+// StartRequest is one delivery of a slot's task to a worker.
+type StartRequest struct {
+	Slot SlotRef
+	// Attempt is 0 for the first delivery and grows with each retry.
+	Attempt int
+	// RunningLease is how long the schedule's running marker lasts if the
+	// worker dies before FinishExecution.
+	RunningLease time.Duration
+	// Predecessor is the execution ID of the previous slot of the same range,
+	// which hands the running marker over to this one; empty otherwise.
+	Predecessor string
+}
+
+// StartExecution decides whether a delivery of a slot may run and, if so,
+// records it as the schedule's latest execution and takes the schedule's
+// running marker. The marker makes later slots follow the overlap policy
+// while this one runs; it ends with FinishExecution or with its lease, in
 // case the worker dies.
-func (s *Store) StartExecution(ctx context.Context, r SlotRef, attempt int, runningLease time.Duration) (Execution, Verdict, error) {
+func (s *Store) StartExecution(ctx context.Context, req StartRequest) (Execution, Verdict, error) {
+	r := req.Slot
 	p := s.keys.PartitionOf(r.ScheduleID)
 	execID := r.ExecutionID()
 	keys := []string{s.keys.ScheduleKey(p, r.ScheduleID), s.keys.SpecKey(p, r.ScheduleID)}
 	v, err := startScript.Run(ctx, s.rdb, keys,
-		r.Slot.UnixMilli(), r.Generation, execID, attempt, runningLease.Milliseconds()).Result()
+		r.Slot.UnixMilli(), r.Generation, execID, req.Attempt, req.RunningLease.Milliseconds(), req.Predecessor).Result()
 	if err != nil {
 		return Execution{}, "", fmt.Errorf("start execution %s of schedule %s: %w", execID, r.ScheduleID, err)
 	}
@@ -91,21 +105,70 @@ func (s *Store) StartExecution(ctx context.Context, r SlotRef, attempt int, runn
 		HandlerName:  sp.HandlerName,
 		SourceURL:    sp.SourceURL,
 		Slot:         r.Slot,
-		Attempt:      attempt,
+		Attempt:      req.Attempt,
 		Payload:      sp.Payload,
 		MetadataJSON: sp.MetadataJSON,
 		StartedAt:    msToTime(asInt64(out[3])),
 	}, VerdictRun, nil
 }
 
-// FinishExecution records the status of an execution and releases the
-// schedule's running marker. The status is recorded only while the execution
-// is still the schedule's latest one; it returns whether it was.
-func (s *Store) FinishExecution(ctx context.Context, e Execution, status ExecutionStatus) (bool, error) {
+// FinishRequest is the outcome of one attempt of an execution.
+type FinishRequest struct {
+	Execution Execution
+	Status    ExecutionStatus
+	// Error is the error of a failed attempt; it is cut to ErrorMaxBytes.
+	Error string
+	// KeepMarker keeps the running marker for the next slot of the same
+	// range instead of releasing it.
+	KeepMarker bool
+}
+
+// FinishResult says what FinishExecution changed.
+type FinishResult struct {
+	// Recorded is true when the attempt was still the schedule's latest one,
+	// so its status was recorded.
+	Recorded bool
+	// Paused is true when this failure reached the schedule's
+	// pause-after-failures count and paused it.
+	Paused bool
+}
+
+// FinishExecution records the status of an attempt and releases the
+// schedule's running marker. The status is recorded only while the attempt
+// is still the schedule's latest one.
+func (s *Store) FinishExecution(ctx context.Context, req FinishRequest) (FinishResult, error) {
+	e := req.Execution
 	p := s.keys.PartitionOf(e.ScheduleID)
-	n, err := finishScript.Run(ctx, s.rdb, []string{s.keys.ScheduleKey(p, e.ScheduleID)}, e.ID, string(status), e.Attempt).Int()
-	if err != nil {
-		return false, fmt.Errorf("finish execution %s of schedule %s: %w", e.ID, e.ScheduleID, err)
+	keep := "0"
+	if req.KeepMarker {
+		keep = "1"
 	}
-	return n == 1, nil
+	errText := req.Error
+	if len(errText) > ErrorMaxBytes {
+		errText = errText[:ErrorMaxBytes]
+	}
+
+	keys := []string{
+		s.keys.ScheduleKey(p, e.ScheduleID), s.keys.ErrorKey(p, e.ScheduleID),
+		s.keys.DueKey(p), s.keys.PausedKey(p),
+	}
+	out, err := finishScript.Run(ctx, s.rdb, keys, e.ScheduleID, e.ID, string(req.Status), e.Attempt, keep, errText).Int64Slice()
+	if err != nil {
+		return FinishResult{}, fmt.Errorf("finish execution %s of schedule %s: %w", e.ID, e.ScheduleID, err)
+	}
+	if len(out) != 2 {
+		return FinishResult{}, fmt.Errorf("finish execution %s of schedule %s: unexpected script reply %v", e.ID, e.ScheduleID, out)
+	}
+	return FinishResult{Recorded: out[0] == 1, Paused: out[1] == 1}, nil
+}
+
+// ReleaseMarker releases the schedule's running marker if the attempt of e
+// holds it. A range of slots keeps the marker from one slot to the next;
+// this ends it when the next slot does not run.
+func (s *Store) ReleaseMarker(ctx context.Context, e Execution) error {
+	p := s.keys.PartitionOf(e.ScheduleID)
+	if err := releaseScript.Run(ctx, s.rdb, []string{s.keys.ScheduleKey(p, e.ScheduleID)}, e.ID, e.Attempt).Err(); err != nil {
+		return fmt.Errorf("release running marker of execution %s of schedule %s: %w", e.ID, e.ScheduleID, err)
+	}
+	return nil
 }

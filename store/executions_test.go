@@ -16,7 +16,7 @@ const runningLease = time.Minute
 
 func startExecution(t *testing.T, st *Store, r SlotRef, attempt int) (Execution, Verdict) {
 	t.Helper()
-	e, v, err := st.StartExecution(testContext(t), r, attempt, runningLease)
+	e, v, err := st.StartExecution(testContext(t), StartRequest{Slot: r, Attempt: attempt, RunningLease: runningLease})
 	require.NoError(t, err)
 	return e, v
 }
@@ -31,9 +31,9 @@ func mustRun(t *testing.T, st *Store, r SlotRef, attempt int) Execution {
 
 func finishExecution(t *testing.T, st *Store, e Execution, status ExecutionStatus) bool {
 	t.Helper()
-	recorded, err := st.FinishExecution(testContext(t), e, status)
+	res, err := st.FinishExecution(testContext(t), FinishRequest{Execution: e, Status: status})
 	require.NoError(t, err)
-	return recorded
+	return res.Recorded
 }
 
 func TestStartExecution(t *testing.T) {
@@ -220,7 +220,7 @@ func TestStartExecution(t *testing.T) {
 	t.Run("same attempt runs after lease ends", func(t *testing.T) {
 		s := createSchedule(t, st, newSchedule())
 		ref := slotOf(s, 1)
-		_, v, err := st.StartExecution(testContext(t), ref, 0, time.Second)
+		_, v, err := st.StartExecution(testContext(t), StartRequest{Slot: ref, Attempt: 0, RunningLease: time.Second})
 		require.NoError(t, err)
 		require.Equal(t, VerdictRun, v)
 
@@ -229,7 +229,7 @@ func TestStartExecution(t *testing.T) {
 
 		ctx := testContext(t)
 		require.EventuallyWithT(t, func(c *assert.CollectT) {
-			_, v, err := st.StartExecution(ctx, ref, 0, runningLease)
+			_, v, err := st.StartExecution(ctx, StartRequest{Slot: ref, Attempt: 0, RunningLease: runningLease})
 			if assert.NoError(c, err) {
 				assert.Equal(c, VerdictRun, v)
 			}
@@ -238,13 +238,13 @@ func TestStartExecution(t *testing.T) {
 
 	t.Run("later slot runs after lease ends", func(t *testing.T) {
 		s := createSchedule(t, st, newSchedule())
-		_, v, err := st.StartExecution(testContext(t), slotOf(s, 1), 0, time.Second)
+		_, v, err := st.StartExecution(testContext(t), StartRequest{Slot: slotOf(s, 1), Attempt: 0, RunningLease: time.Second})
 		require.NoError(t, err)
 		require.Equal(t, VerdictRun, v)
 
 		ctx := testContext(t)
 		require.EventuallyWithT(t, func(c *assert.CollectT) {
-			_, v, err := st.StartExecution(ctx, slotOf(s, 2), 0, runningLease)
+			_, v, err := st.StartExecution(ctx, StartRequest{Slot: slotOf(s, 2), Attempt: 0, RunningLease: runningLease})
 			if assert.NoError(c, err) {
 				assert.Equal(c, VerdictRun, v)
 			}

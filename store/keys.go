@@ -58,6 +58,31 @@ func (k Keys) SpecKey(p int, scheduleID string) string {
 	return k.partitionPrefix(p) + "spec:" + scheduleID
 }
 
+// ErrorKey is a STRING with the error of the schedule's latest failed
+// attempt. It is kept apart from the schedule hash because errors are often
+// longer than the 64 bytes that keep the hash compact. It exists only while
+// the latest execution failed.
+func (k Keys) ErrorKey(p int, scheduleID string) string {
+	return k.partitionPrefix(p) + "error:" + scheduleID
+}
+
+// PausedKey is a SET of the IDs of the paused schedules of partition p.
+func (k Keys) PausedKey(p int) string {
+	return k.partitionPrefix(p) + "paused"
+}
+
+// DeletedKey is a ZSET of the IDs of the deleted schedules of partition p,
+// scored by the Unix time in milliseconds at which their records expire.
+func (k Keys) DeletedKey(p int) string {
+	return k.partitionPrefix(p) + "deleted"
+}
+
+// OwnersKey is a HASH from ats_code to the number of schedules of that plugin
+// in partition p that are not deleted.
+func (k Keys) OwnersKey(p int) string {
+	return k.partitionPrefix(p) + "owners"
+}
+
 // DueKey is a ZSET of the active schedules of partition p, scored by the
 // Unix time in milliseconds of their next slot. A schedule is in it if and
 // only if its state is active.
@@ -66,8 +91,9 @@ func (k Keys) DueKey(p int) string {
 }
 
 // InflightKey is a ZSET of the slots of partition p that a scheduler claimed
-// but has not yet confirmed as enqueued. Members are "<id>|<slot ms>|<gen>",
-// scored by the Unix time in milliseconds at which the claim's lease ends.
+// but has not yet confirmed as enqueued. Members are
+// "<id>|<first slot ms>|<gen>|<slot count>", scored by the Unix time in
+// milliseconds at which the claim's lease ends.
 func (k Keys) InflightKey(p int) string {
 	return k.partitionPrefix(p) + "inflight"
 }

@@ -25,6 +25,13 @@ type NewSchedule struct {
 	// RunImmediately makes the first slot the creation time instead of one
 	// interval later.
 	RunImmediately bool
+	// StartAt, when set, is the anchor of the grid and the first slot. A
+	// time that has passed by the Redis clock means the creation time.
+	StartAt time.Time
+	// Options are the schedule's execution settings. A zero Timeout means
+	// the scheduler's default; MaxRetry is stored as given, so zero means no
+	// retry.
+	Options Options
 }
 
 // CreateSchedule stores a new active schedule. Its grid is anchored at the
@@ -33,6 +40,9 @@ func (s *Store) CreateSchedule(ctx context.Context, n NewSchedule) (*Schedule, e
 	if n.Interval < time.Millisecond {
 		return nil, fmt.Errorf("create schedule %s: interval %s is below 1ms", n.ID, n.Interval)
 	}
+	if err := n.Options.validate(); err != nil {
+		return nil, fmt.Errorf("create schedule %s: %w", n.ID, err)
+	}
 	p := s.keys.PartitionOf(n.ID)
 	blob := encodeSpec(spec{
 		HandlerName:  n.HandlerName,
@@ -40,13 +50,19 @@ func (s *Store) CreateSchedule(ctx context.Context, n NewSchedule) (*Schedule, e
 		MetadataJSON: n.MetadataJSON,
 		Payload:      n.Payload,
 	})
-	runNow := "0"
-	if n.RunImmediately {
-		runNow = "1"
+	mode, anchor := "next", int64(0)
+	switch {
+	case !n.StartAt.IsZero():
+		mode, anchor = "at", n.StartAt.UnixMilli()
+	case n.RunImmediately:
+		mode = "now"
 	}
 
-	keys := []string{s.keys.ScheduleKey(p, n.ID), s.keys.SpecKey(p, n.ID), s.keys.DueKey(p)}
-	v, err := createScript.Run(ctx, s.rdb, keys, n.ID, n.ATSCode, n.Interval.Milliseconds(), runNow, blob).Result()
+	o := n.Options
+	keys := []string{s.keys.ScheduleKey(p, n.ID), s.keys.SpecKey(p, n.ID), s.keys.DueKey(p), s.keys.OwnersKey(p)}
+	v, err := createScript.Run(ctx, s.rdb, keys, n.ID, n.ATSCode, n.Interval.Milliseconds(), mode, blob, anchor,
+		o.Timeout.Milliseconds(), o.MaxRetry, string(o.Misfire), o.MisfireWindow.Milliseconds(),
+		string(o.Overlap), o.PauseAfterFailures).Result()
 	if err != nil {
 		return nil, fmt.Errorf("create schedule %s: %w", n.ID, err)
 	}
@@ -60,6 +76,7 @@ func (s *Store) CreateSchedule(ctx context.Context, n NewSchedule) (*Schedule, e
 
 	created := msToTime(asInt64(out[1]))
 	return &Schedule{
+		Options:      o.normalized(),
 		ID:           n.ID,
 		ATSCode:      n.ATSCode,
 		HandlerName:  n.HandlerName,
@@ -68,8 +85,8 @@ func (s *Store) CreateSchedule(ctx context.Context, n NewSchedule) (*Schedule, e
 		Payload:      n.Payload,
 		MetadataJSON: n.MetadataJSON,
 		State:        StateActive,
-		Anchor:       created,
-		NextRunAt:    msToTime(asInt64(out[2])),
+		Anchor:       msToTime(asInt64(out[2])),
+		NextRunAt:    msToTime(asInt64(out[3])),
 		Generation:   1,
 		CreatedAt:    created,
 		UpdatedAt:    created,
@@ -85,10 +102,11 @@ func (s *Store) GetSchedule(ctx context.Context, id, owner string) (*Schedule, e
 	// MULTI keeps the two reads consistent with each other; both keys share
 	// one hash tag, so this works on a Redis Cluster too.
 	var fieldsCmd *redis.MapStringStringCmd
-	var specCmd *redis.StringCmd
+	var specCmd, errorCmd *redis.StringCmd
 	_, err := s.rdb.TxPipelined(ctx, func(pipe redis.Pipeliner) error {
 		fieldsCmd = pipe.HGetAll(ctx, s.keys.ScheduleKey(p, id))
 		specCmd = pipe.Get(ctx, s.keys.SpecKey(p, id))
+		errorCmd = pipe.Get(ctx, s.keys.ErrorKey(p, id))
 		return nil
 	})
 	if err != nil && !errors.Is(err, redis.Nil) {
@@ -103,7 +121,9 @@ func (s *Store) GetSchedule(ctx context.Context, id, owner string) (*Schedule, e
 	if err != nil {
 		return nil, fmt.Errorf("get schedule %s: %w", id, err)
 	}
-	return scheduleFromFields(id, fields, sp), nil
+	sched := scheduleFromFields(id, fields, sp)
+	sched.LastError = errorCmd.Val()
+	return sched, nil
 }
 
 func scheduleFromFields(id string, f map[string]string, sp spec) *Schedule {
@@ -128,6 +148,18 @@ func scheduleFromFields(id string, f map[string]string, sp spec) *Schedule {
 		Generation:      ms(fieldGeneration),
 		CreatedAt:       msToTime(ms(fieldCreatedMS)),
 		UpdatedAt:       msToTime(ms(fieldUpdatedMS)),
+		Options: Options{
+			Timeout:            time.Duration(ms(fieldTimeoutMS)) * time.Millisecond,
+			MaxRetry:           int(ms(fieldMaxRetry)),
+			Misfire:            MisfirePolicy(f[fieldMisfire]),
+			MisfireWindow:      time.Duration(ms(fieldMisfireWindow)) * time.Millisecond,
+			Overlap:            OverlapPolicy(f[fieldOverlap]),
+			PauseAfterFailures: int(ms(fieldPauseAfter)),
+		}.normalized(),
+		ConsecutiveFailures: ms(fieldFailures),
+		TotalRuns:           ms(fieldTotalRuns),
+		SkippedSlots:        ms(fieldSkipped),
+		PausedReason:        f[fieldPausedReason],
 	}
 }
 
@@ -155,7 +187,10 @@ func (s *Store) DeleteSchedule(ctx context.Context, id, owner string) (bool, err
 
 func (s *Store) setState(ctx context.Context, id, owner string, target State) (bool, error) {
 	p := s.keys.PartitionOf(id)
-	keys := []string{s.keys.ScheduleKey(p, id), s.keys.SpecKey(p, id), s.keys.DueKey(p)}
+	keys := []string{
+		s.keys.ScheduleKey(p, id), s.keys.SpecKey(p, id), s.keys.DueKey(p),
+		s.keys.PausedKey(p), s.keys.DeletedKey(p), s.keys.OwnersKey(p), s.keys.ErrorKey(p, id),
+	}
 	v, err := setStateScript.Run(ctx, s.rdb, keys, id, owner, string(target), s.cfg.DeletedRetention.Milliseconds()).Result()
 	if err != nil {
 		return false, fmt.Errorf("set schedule %s to %s: %w", id, target, err)

@@ -116,6 +116,7 @@ func TestCreateSchedule(t *testing.T) {
 			Generation:   1,
 			CreatedAt:    created.CreatedAt,
 			UpdatedAt:    created.CreatedAt,
+			Options:      Options{Misfire: MisfireRunLatest, Overlap: OverlapSkip},
 		}
 		if diff := cmp.Diff(want, got); diff != "" {
 			t.Errorf("stored schedule differs (-want +got):\n%s", diff)

@@ -23,6 +23,9 @@ var (
 	ErrDeleted = errors.New("schedule is deleted")
 	// ErrAlreadyExists means a schedule with the same ID exists.
 	ErrAlreadyExists = errors.New("schedule already exists")
+	// ErrCorrupt means a record in Redis cannot be decoded; Pulse never
+	// writes one, so something else changed it.
+	ErrCorrupt = errors.New("corrupt schedule record")
 	// ErrPartitionMismatch means Redis holds data written with another
 	// partition count.
 	ErrPartitionMismatch = errors.New("partition count mismatch")

@@ -127,102 +127,6 @@ func (w *Worker) Run(ctx context.Context) error {
 	return nil
 }
 
-// processTask runs one delivery of a slot task.
-func (w *Worker) processTask(ctx context.Context, t *asynq.Task) error {
-	w.running.Add(1)
-	defer w.running.Add(-1)
-
-	// An interrupting drain cancels only this child of asynq's context. Had it
-	// canceled asynq's context itself, asynq would fail the task with
-	// context.Canceled at once, counting a failed attempt, instead of
-	// waiting for errInterrupted, which keeps the attempt number.
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	stopInterrupt := context.AfterFunc(w.baseCtx, cancel)
-	defer stopInterrupt()
-
-	slot, err := task.Decode(t.Payload())
-	if err != nil {
-		w.logger.Error("dropping malformed slot task", "error", err)
-		return fmt.Errorf("%w: %w", err, asynq.SkipRetry)
-	}
-	ref := slot.SlotRef
-	attempt, _ := asynq.GetRetryCount(ctx)
-	maxRetry := slot.MaxRetry
-
-	if attempt > maxRetry {
-		return w.endExhausted(ctx, slot, attempt)
-	}
-
-	lease := w.cfg.RunningLeaseGrace
-	if deadline, ok := ctx.Deadline(); ok {
-		lease += time.Until(deadline)
-	}
-	stored, verdict, err := w.store.StartExecution(ctx, ref, attempt, lease)
-	if err != nil {
-		w.metrics.RedisErrors.WithLabelValues("worker").Inc()
-		w.logLimited("start", "recording an execution start failed, asynq retries the task", "schedule_id", ref.ScheduleID, "error", err)
-		return err
-	}
-	if verdict != store.VerdictRun {
-		return w.drop(ref, attempt, verdict)
-	}
-
-	exec := newExecution(stored)
-	if attempt == 0 {
-		w.metrics.StartLateness.Observe(max(stored.StartedAt.Sub(ref.Slot), 0).Seconds())
-	}
-	w.logger.Debug("execution started", "schedule_id", exec.ScheduleID, "execution_id", exec.ID,
-		"slot", exec.Slot, "attempt", attempt, "handler", exec.HandlerName, "started_at", stored.StartedAt)
-	started := time.Now()
-	runErr := w.run(ctx, exec)
-	status := w.statusOf(ctx, runErr, attempt, maxRetry)
-	w.logger.Debug("execution finished", "schedule_id", exec.ScheduleID, "execution_id", exec.ID,
-		"slot", exec.Slot, "attempt", attempt, "handler", exec.HandlerName, "status", string(status),
-		"finished_at", stored.StartedAt.Add(time.Since(started)), "error", runErr)
-
-	// Record the outcome even when ctx has ended, so that a redelivery knows
-	// what happened to this attempt.
-	finishCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-	defer cancel()
-	if _, err := w.store.FinishExecution(finishCtx, stored, status); err != nil {
-		w.metrics.RedisErrors.WithLabelValues("worker").Inc()
-		w.logLimited("finish", "recording an execution outcome failed", "schedule_id", exec.ScheduleID, "execution_id", exec.ID, "error", err)
-	}
-
-	w.metrics.Executions.WithLabelValues(w.handlerLabel(exec.HandlerName), string(status)).Inc()
-	switch status {
-	case store.StatusSucceeded:
-		return nil
-	case store.StatusInterrupted:
-		return errInterrupted
-	case store.StatusFailed:
-		w.logger.Warn("execution failed, no attempt left", "schedule_id", exec.ScheduleID,
-			"execution_id", exec.ID, "handler", exec.HandlerName, "attempt", attempt, "error", runErr)
-		return fmt.Errorf("%w: %w", runErr, asynq.SkipRetry)
-	default:
-		w.logger.Info("execution failed, will retry", "schedule_id", exec.ScheduleID,
-			"execution_id", exec.ID, "handler", exec.HandlerName, "attempt", attempt, "error", runErr)
-		return runErr
-	}
-}
-
-// endExhausted ends the spare delivery that asynq makes after the last
-// attempt timed out or its worker died (see task.Slot.AsynqMaxRetry): the
-// slot has used its retries, so it is recorded as failed and archived.
-func (w *Worker) endExhausted(ctx context.Context, slot task.Slot, attempt int) error {
-	last := store.Execution{ID: slot.ExecutionID(), ScheduleID: slot.ScheduleID, Attempt: attempt - 1}
-	if _, err := w.store.FinishExecution(ctx, last, store.StatusFailed); err != nil {
-		w.metrics.RedisErrors.WithLabelValues("worker").Inc()
-		w.logLimited("finish", "recording an execution outcome failed", "schedule_id", slot.ScheduleID, "execution_id", last.ID, "error", err)
-		return err
-	}
-	w.metrics.TasksDropped.WithLabelValues("retries_exhausted").Inc()
-	w.logger.Warn("execution failed, no attempt left: the last attempt timed out or its worker stopped",
-		"schedule_id", slot.ScheduleID, "execution_id", last.ID, "attempts", attempt)
-	return fmt.Errorf("execution %s used its %d attempts: %w", last.ID, attempt, asynq.SkipRetry)
-}
-
 // run calls the execution's handler, turning a panic into an error.
 func (w *Worker) run(ctx context.Context, e *Execution) (err error) {
 	fn, ok := w.handler(e.HandlerName)
@@ -240,36 +144,7 @@ func (w *Worker) run(ctx context.Context, e *Execution) (err error) {
 	return fn(ctx, e)
 }
 
-// statusOf classifies the result of one attempt.
-func (w *Worker) statusOf(ctx context.Context, runErr error, attempt, maxRetry int) store.ExecutionStatus {
-	switch {
-	case runErr == nil:
-		return store.StatusSucceeded
-	case w.baseCtx.Err() != nil && errors.Is(ctx.Err(), context.Canceled):
-		return store.StatusInterrupted
-	case errors.Is(runErr, ErrPermanent) || attempt >= maxRetry:
-		return store.StatusFailed
-	default:
-		return store.StatusRetrying
-	}
-}
 
-// drop ends a delivery whose handler must not run.
-func (w *Worker) drop(ref store.SlotRef, attempt int, verdict store.Verdict) error {
-	attrs := []any{"schedule_id", ref.ScheduleID, "slot", ref.Slot, "attempt", attempt, "reason", string(verdict)}
-	switch verdict {
-	case store.VerdictBusy:
-		w.logger.Debug("slot is running elsewhere, delivering again later", attrs...)
-		return errBusy
-	case store.VerdictOverlap:
-		w.metrics.SlotsSkipped.WithLabelValues(metrics.SkipOverlap).Inc()
-		w.logger.Info("slot skipped: the previous execution is still running", attrs...)
-	default:
-		w.metrics.TasksDropped.WithLabelValues(string(verdict)).Inc()
-		w.logger.Debug("slot task dropped", attrs...)
-	}
-	return nil
-}
 
 // handlerLabel bounds the "handler" label: names not registered in this
 // worker share one value, so unknown names cannot grow the series count.

@@ -16,6 +16,10 @@ type redisFlags struct {
 	Partitions    int    `name:"partitions" env:"PULSE_PARTITIONS" default:"16" help:"Number of partitions that schedules are spread over. Fixed at the first start on an empty Redis; every process must use the same value."`
 	AllowEviction bool   `name:"allow-eviction" env:"PULSE_ALLOW_EVICTION" help:"Start even when Redis's maxmemory-policy may evict keys, which can silently lose schedules."`
 	HTTPAddr      string `name:"http-addr" env:"PULSE_HTTP_ADDR" default:"127.0.0.1:7401" help:"Address of the HTTP admin server (/healthz, /readyz, /metrics). Empty disables it."`
+	// ClockOffset shifts this process's own clock, to test that replicas with
+	// skewed clocks behave. Due decisions use the Redis clock, so it only
+	// moves the times Pulse reads locally (new IDs, start_at checks).
+	ClockOffset time.Duration `name:"clock-offset" env:"PULSE_CLOCK_OFFSET" hidden:"" help:"Test only: shift this process's local clock."`
 }
 
 // apiFlags are the settings of the API role.
@@ -25,14 +29,18 @@ type apiFlags struct {
 	DeletedRetention time.Duration `name:"deleted-retention" env:"PULSE_DELETED_RETENTION" default:"168h" help:"How long a deleted schedule stays readable before it is removed."`
 	MaxPayloadBytes  int           `name:"max-payload-bytes" env:"PULSE_MAX_PAYLOAD_BYTES" default:"1048576" help:"Largest payload a schedule may carry, in bytes."`
 	MinInterval      time.Duration `name:"min-interval" env:"PULSE_MIN_INTERVAL" default:"1s" help:"Shortest interval a schedule may have; whole seconds."`
+	DefaultTimeout   time.Duration `name:"default-timeout" env:"PULSE_DEFAULT_TIMEOUT" default:"30s" help:"Deadline of one handler attempt for schedules whose request sets no timeout_seconds."`
+	DefaultRetries   int           `name:"default-max-retries" env:"PULSE_DEFAULT_MAX_RETRIES" default:"3" help:"Retries after a failed attempt for schedules whose request sets no max_retries; 0 disables retries."`
 }
 
 // schedulerFlags are the settings of the scheduler role.
 type schedulerFlags struct {
 	PollInterval time.Duration `name:"poll-interval" env:"PULSE_POLL_INTERVAL" default:"200ms" help:"Longest wait between two claims of a partition when nothing is due sooner."`
 	ClaimLease   time.Duration `name:"claim-lease" env:"PULSE_CLAIM_LEASE" default:"10s" help:"How long a claimed slot waits for its enqueue before another scheduler takes it over."`
-	TaskTimeout  time.Duration `name:"task-timeout" env:"PULSE_TASK_TIMEOUT" default:"30s" help:"Longest run of one handler attempt."`
-	MaxRetry     int           `name:"max-retry" env:"PULSE_MAX_RETRY" default:"3" help:"Retries after a failed handler attempt; 0 disables retries."`
+	// Failpoint stops the process at a chosen step, for fault-injection
+	// tests. The only value is "exit-after-claim": exit with status 137 right
+	// after the first claim that returned slots, before enqueuing them.
+	Failpoint string `name:"failpoint" env:"PULSE_FAILPOINT" hidden:"" enum:",exit-after-claim" default:"" help:"Test only: exit-after-claim."`
 }
 
 // workerFlags are the settings of the worker role.
@@ -46,16 +54,21 @@ func (f redisFlags) storeConfig(retention time.Duration) store.Config {
 	return store.Config{Prefix: f.KeyPrefix, Partitions: f.Partitions, DeletedRetention: retention}
 }
 
-func (f apiFlags) serviceConfig() api.Config {
-	return api.Config{Limits: api.Limits{MaxPayloadBytes: f.MaxPayloadBytes, MinInterval: f.MinInterval}}
+func (f apiFlags) serviceConfig(now func() time.Time) api.Config {
+	retries := f.DefaultRetries
+	if retries == 0 {
+		retries = -1 // api.Config reads zero as its default
+	}
+	return api.Config{
+		Limits:          api.Limits{MaxPayloadBytes: f.MaxPayloadBytes, MinInterval: f.MinInterval},
+		DefaultTimeout:  f.DefaultTimeout,
+		DefaultMaxRetry: retries,
+		Now:             now,
+	}
 }
 
 func (f schedulerFlags) config() scheduler.Config {
-	maxRetry := f.MaxRetry
-	if maxRetry == 0 {
-		maxRetry = -1 // scheduler.Config reads zero as its default
-	}
-	return scheduler.Config{PollInterval: f.PollInterval, ClaimLease: f.ClaimLease, TaskTimeout: f.TaskTimeout, MaxRetry: maxRetry}
+	return scheduler.Config{PollInterval: f.PollInterval, ClaimLease: f.ClaimLease}
 }
 
 func (f workerFlags) config() worker.Config {

@@ -108,6 +108,7 @@ func runRoles(ctx context.Context, g *globals, r roles) error {
 		return fmt.Errorf("prepare Redis: %w", err)
 	}
 
+	now := func() time.Time { return time.Now().Add(r.redis.ClockOffset) }
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m := metrics.New(reg)
@@ -115,8 +116,10 @@ func runRoles(ctx context.Context, g *globals, r roles) error {
 	adminHandler.AddCheck("redis", st.Ping)
 
 	group, ctx := errgroup.WithContext(ctx)
+	monitor := scheduler.NewMonitor(st, 0, logger, m)
+	group.Go(func() error { return monitor.Run(ctx) })
 	if r.api != nil {
-		if err := startAPI(ctx, group, g, r, st, m, adminHandler); err != nil {
+		if err := startAPI(ctx, group, g, r, st, m, adminHandler, now); err != nil {
 			return err
 		}
 	}
@@ -125,6 +128,12 @@ func runRoles(ctx context.Context, g *globals, r roles) error {
 		s, err := scheduler.New(st, client, r.scheduler.config(), logger, m)
 		if err != nil {
 			return usageError("%v", err)
+		}
+		if r.scheduler.Failpoint == "exit-after-claim" {
+			s.SetBeforeEnqueue(func([]store.ClaimedSlot) {
+				logger.Warn("failpoint exit-after-claim: exiting before the enqueue")
+				os.Exit(137)
+			})
 		}
 		adminHandler.AddCheck("scheduler", func(context.Context) error {
 			if time.Since(s.LastPass()) > 30*time.Second {
@@ -212,7 +221,7 @@ func waitForRedis(ctx context.Context, logger *slog.Logger, rdb redis.UniversalC
 }
 
 // startAPI loads the plugin registry and serves the gRPC API.
-func startAPI(ctx context.Context, group *errgroup.Group, g *globals, r roles, st *store.Store, m *metrics.Metrics, adminHandler *admin.Handler) error {
+func startAPI(ctx context.Context, group *errgroup.Group, g *globals, r roles, st *store.Store, m *metrics.Metrics, adminHandler *admin.Handler, now func() time.Time) error {
 	logger := g.logger
 	registry := api.NewRegistry()
 	switch {
@@ -233,7 +242,7 @@ func startAPI(ctx context.Context, group *errgroup.Group, g *globals, r roles, s
 		return usageError("--plugins-file (PULSE_PLUGINS_FILE) is required with a real Redis: it lists the plugins and the SHA-256 of their tokens (see docs/configuration.md)")
 	}
 
-	svc, err := api.NewService(st, registry, r.api.serviceConfig(), logger, m)
+	svc, err := api.NewService(st, registry, r.api.serviceConfig(now), logger, m)
 	if err != nil {
 		return usageError("%v", err)
 	}

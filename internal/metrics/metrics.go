@@ -50,6 +50,13 @@ type Metrics struct {
 	// Requests counts ScheduleService calls by method and result code.
 	Requests *prometheus.CounterVec
 
+	// SchedulesOverdue is the number of active schedules whose next slot is
+	// more than one interval in the past: a sign that no scheduler runs.
+	SchedulesOverdue prometheus.Gauge
+	// SchedulesAutoPaused counts schedules that Pulse paused after their
+	// pause-after-failures count of consecutive failed executions.
+	SchedulesAutoPaused prometheus.Counter
+
 	// RedisErrors counts failed Redis operations by component.
 	RedisErrors *prometheus.CounterVec
 }
@@ -102,6 +109,15 @@ func New(reg prometheus.Registerer) *Metrics {
 			Help: "ScheduleService calls by method and result code: OK, an in-band error code, or a gRPC status code.",
 		}, []string{"method", "code"}),
 
+		SchedulesOverdue: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: namespace, Name: "schedules_overdue",
+			Help: "Active schedules whose next slot is more than one interval in the past, as of the latest check.",
+		}),
+		SchedulesAutoPaused: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: namespace, Subsystem: "worker", Name: "schedules_auto_paused_total",
+			Help: "Schedules paused by Pulse after reaching their pause_after_failures count.",
+		}),
+
 		RedisErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: namespace, Name: "redis_errors_total",
 			Help: "Failed Redis operations by component: api, scheduler or worker.",
@@ -111,7 +127,7 @@ func New(reg prometheus.Registerer) *Metrics {
 	reg.MustRegister(
 		m.SlotsDispatched, m.SlotsSkipped, m.SlotsReclaimed, m.DispatchLateness,
 		m.Executions, m.ExecutionDuration, m.StartLateness, m.TasksDropped,
-		m.Requests, m.RedisErrors,
+		m.Requests, m.SchedulesOverdue, m.SchedulesAutoPaused, m.RedisErrors,
 	)
 	return m
 }
