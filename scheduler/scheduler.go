@@ -318,11 +318,12 @@ func (s *Scheduler) logFailure(op string, p int, err error, failures int, wait t
 }
 
 // newRetryBackOff returns the wait between failed passes: from 100ms,
-// doubling with jitter up to 5s, for as long as the failures last.
+// doubling with jitter up to 2s, for as long as the failures last. The cap
+// bounds how long after Redis comes back the first slot is claimed.
 func newRetryBackOff() *backoff.ExponentialBackOff {
 	b := backoff.NewExponentialBackOff()
 	b.InitialInterval = 100 * time.Millisecond
-	b.MaxInterval = 5 * time.Second
+	b.MaxInterval = 2 * time.Second
 	return b
 }
 

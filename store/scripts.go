@@ -316,8 +316,10 @@ elseif markerLive and f[7] ~= ARGV[6] then
       redis.call('HSET', KEYS[1], 'bf', exec, 'bu', now + tonumber(ARGV[5]))
       return {'busy'}
     end
+    redis.call('HINCRBY', KEYS[1], 'sk', 1)
     return {'overlap'}
   elseif policy ~= 'allow' then
+    redis.call('HINCRBY', KEYS[1], 'sk', 1)
     return {'overlap'}
   end
 end

@@ -144,8 +144,6 @@ func (w *Worker) run(ctx context.Context, e *Execution) (err error) {
 	return fn(ctx, e)
 }
 
-
-
 // handlerLabel bounds the "handler" label: names not registered in this
 // worker share one value, so unknown names cannot grow the series count.
 func (w *Worker) handlerLabel(name string) string {

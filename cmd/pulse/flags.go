@@ -11,11 +11,12 @@ import (
 
 // redisFlags are the settings of every role.
 type redisFlags struct {
-	RedisURL      string `name:"redis-url" env:"PULSE_REDIS_URL" placeholder:"URL" help:"Redis to keep schedules in: redis://host:port/db, rediss://, redis-sentinel://host:port,...?master=NAME or redis-cluster://host:port,.... Only serve may leave it empty, to use an embedded in-memory Redis."`
-	KeyPrefix     string `name:"key-prefix" env:"PULSE_KEY_PREFIX" default:"pulse" help:"Prefix of every Redis key, to share one Redis between deployments."`
-	Partitions    int    `name:"partitions" env:"PULSE_PARTITIONS" default:"16" help:"Number of partitions that schedules are spread over. Fixed at the first start on an empty Redis; every process must use the same value."`
-	AllowEviction bool   `name:"allow-eviction" env:"PULSE_ALLOW_EVICTION" help:"Start even when Redis's maxmemory-policy may evict keys, which can silently lose schedules."`
-	HTTPAddr      string `name:"http-addr" env:"PULSE_HTTP_ADDR" default:"127.0.0.1:7401" help:"Address of the HTTP admin server (/healthz, /readyz, /metrics). Empty disables it."`
+	RedisURL      string        `name:"redis-url" env:"PULSE_REDIS_URL" placeholder:"URL" help:"Redis to keep schedules in: redis://host:port/db, rediss://, redis-sentinel://host:port,...?master=NAME or redis-cluster://host:port,.... Only serve may leave it empty, to use an embedded in-memory Redis."`
+	KeyPrefix     string        `name:"key-prefix" env:"PULSE_KEY_PREFIX" default:"pulse" help:"Prefix of every Redis key, to share one Redis between deployments."`
+	Partitions    int           `name:"partitions" env:"PULSE_PARTITIONS" default:"16" help:"Number of partitions that schedules are spread over. Fixed at the first start on an empty Redis; every process must use the same value."`
+	AllowEviction bool          `name:"allow-eviction" env:"PULSE_ALLOW_EVICTION" help:"Start even when Redis's maxmemory-policy may evict keys, which can silently lose schedules."`
+	HTTPAddr      string        `name:"http-addr" env:"PULSE_HTTP_ADDR" default:"127.0.0.1:7401" help:"Address of the HTTP admin server (/healthz, /readyz, /metrics). Empty disables it."`
+	OverdueCheck  time.Duration `name:"overdue-check-interval" env:"PULSE_OVERDUE_CHECK_INTERVAL" default:"15s" help:"Time between two checks for overdue schedules (active, next slot more than one interval in the past), which every role runs."`
 	// ClockOffset shifts this process's own clock, to test that replicas with
 	// skewed clocks behave. Due decisions use the Redis clock, so it only
 	// moves the times Pulse reads locally (new IDs, start_at checks).
@@ -38,9 +39,11 @@ type schedulerFlags struct {
 	PollInterval time.Duration `name:"poll-interval" env:"PULSE_POLL_INTERVAL" default:"200ms" help:"Longest wait between two claims of a partition when nothing is due sooner."`
 	ClaimLease   time.Duration `name:"claim-lease" env:"PULSE_CLAIM_LEASE" default:"10s" help:"How long a claimed slot waits for its enqueue before another scheduler takes it over."`
 	// Failpoint stops the process at a chosen step, for fault-injection
-	// tests. The only value is "exit-after-claim": exit with status 137 right
-	// after the first claim that returned slots, before enqueuing them.
-	Failpoint string `name:"failpoint" env:"PULSE_FAILPOINT" hidden:"" enum:",exit-after-claim" default:"" help:"Test only: exit-after-claim."`
+	// tests: "exit-after-claim" exits with status 137 right after the first
+	// claim that returned slots, before enqueuing them; "stop-after-claim"
+	// sends the process SIGSTOP at the same point, so a test can resume it
+	// after its claims' lease ended.
+	Failpoint string `name:"failpoint" env:"PULSE_FAILPOINT" hidden:"" enum:",exit-after-claim,stop-after-claim" default:"" help:"Test only: exit-after-claim or stop-after-claim."`
 }
 
 // workerFlags are the settings of the worker role.

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"sync"
 	"syscall"
 	"time"
 
@@ -116,7 +117,7 @@ func runRoles(ctx context.Context, g *globals, r roles) error {
 	adminHandler.AddCheck("redis", st.Ping)
 
 	group, ctx := errgroup.WithContext(ctx)
-	monitor := scheduler.NewMonitor(st, 0, logger, m)
+	monitor := scheduler.NewMonitor(st, r.redis.OverdueCheck, logger, m)
 	group.Go(func() error { return monitor.Run(ctx) })
 	if r.api != nil {
 		if err := startAPI(ctx, group, g, r, st, m, adminHandler, now); err != nil {
@@ -129,12 +130,7 @@ func runRoles(ctx context.Context, g *globals, r roles) error {
 		if err != nil {
 			return usageError("%v", err)
 		}
-		if r.scheduler.Failpoint == "exit-after-claim" {
-			s.SetBeforeEnqueue(func([]store.ClaimedSlot) {
-				logger.Warn("failpoint exit-after-claim: exiting before the enqueue")
-				os.Exit(137)
-			})
-		}
+		installFailpoint(s, r.scheduler.Failpoint, logger)
 		adminHandler.AddCheck("scheduler", func(context.Context) error {
 			if time.Since(s.LastPass()) > 30*time.Second {
 				return errors.New("no claim pass reached Redis in the last 30s")
@@ -371,4 +367,24 @@ func startHTTP(ctx context.Context, group *errgroup.Group, logger *slog.Logger, 
 		return srv.Shutdown(shutdownCtx)
 	})
 	return nil
+}
+
+// installFailpoint makes the scheduler stop at the step a fault-injection
+// test names; see schedulerFlags.Failpoint.
+func installFailpoint(s *scheduler.Scheduler, failpoint string, logger *slog.Logger) {
+	var once sync.Once
+	switch failpoint {
+	case "exit-after-claim":
+		s.SetBeforeEnqueue(func(claimed []store.ClaimedSlot) {
+			logger.Warn("failpoint exit-after-claim: exiting before the enqueue", "ranges", len(claimed))
+			os.Exit(137)
+		})
+	case "stop-after-claim":
+		s.SetBeforeEnqueue(func(claimed []store.ClaimedSlot) {
+			once.Do(func() {
+				logger.Warn("failpoint stop-after-claim: stopping before the enqueue", "ranges", len(claimed))
+				_ = syscall.Kill(os.Getpid(), syscall.SIGSTOP)
+			})
+		})
+	}
 }
