@@ -144,3 +144,8 @@ func slotOf(s *Schedule, k int) SlotRef {
 		Generation: s.Generation,
 	}
 }
+
+// redisZ returns a ZSET entry.
+func redisZ(member string, score float64) redis.Z {
+	return redis.Z{Score: score, Member: member}
+}

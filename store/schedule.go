@@ -47,6 +47,7 @@ const (
 	fieldTotalRuns     = "tr"  // executions started, retries not counted
 	fieldSkipped       = "sk"  // slots that never ran
 	fieldPausedReason  = "pr"  // why Pulse paused the schedule itself
+	fieldInflight      = "im"  // inflight member of the latest claim; the claim waits while it is in flight
 )
 
 // MisfirePolicy says what happens to the slots of a schedule that were missed

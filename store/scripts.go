@@ -150,11 +150,19 @@ return {'ok', 1}
 // next slot is due, it moves the schedule to its next grid slot and records
 // the claimed slots as in flight with a lease, in one atomic step.
 //
+// A schedule's slots are claimed in order: while an earlier claim of the
+// schedule is still in flight (its scheduler died before the enqueue, and
+// the reclaim pass has not enqueued it yet), the schedule waits, so the
+// late slot runs before any later one.
+//
 // When a schedule is late by more than one interval (every scheduler was
 // down), its misfire policy decides: run_latest claims the latest due slot
 // and skips the earlier ones; skip claims nothing and skips them all;
 // run_all claims every missed slot in the misfire window as one range of
 // consecutive slots, which a worker runs in order, and skips the older ones.
+//
+// The due score of a schedule is the time to look at it again: its next slot
+// ("nx" in the hash), or later while an earlier claim is in flight.
 //
 // KEYS[1] due zset, KEYS[2] inflight zset
 // ARGV[1] schedule key prefix, ARGV[2] maximum number of schedules to claim,
@@ -173,52 +181,62 @@ local out = {now, -1}
 for i = 1, #due, 2 do
   local id, score = due[i], tonumber(due[i + 1])
   local key = ARGV[1] .. id
-  local f = redis.call('HMGET', key, 'st', 'iv', 'an', 'gen', 'mp', 'mw', 'to', 'mr')
+  local f = redis.call('HMGET', key, 'st', 'iv', 'an', 'gen', 'mp', 'mw', 'to', 'mr', 'nx', 'im')
+  local pending = f[10] and redis.call('ZSCORE', KEYS[2], f[10])
   if f[1] ~= 'active' or not f[2] then
     -- Only active schedules belong in the due set.
     redis.call('ZREM', KEYS[1], id)
+  elseif pending then
+    -- Look again soon: the claim ends with its acknowledgement, or with
+    -- the reclaim pass of another scheduler once its lease has ended.
+    redis.call('ZADD', KEYS[1], now + 250, id)
   else
     local iv, anchor = tonumber(f[2]), tonumber(f[3])
+    local nextSlot = tonumber(f[9] or score)
     local latest = anchor + math.floor((now - anchor) / iv) * iv
-    if latest < score then
-      latest = score
-    end
-    local missed = math.floor((latest - score) / iv)
-
-    local first, count, skipped = latest, 1, missed
-    if missed > 0 and f[5] == 'skip' then
-      first, count, skipped = 0, 0, missed + 1
-    elseif missed > 0 and f[5] == 'run_all' then
-      local window = tonumber(f[6] or '3600000')
-      local oldest = math.max(latest - math.floor(window / iv) * iv, score)
-      count = math.floor((latest - oldest) / iv) + 1
-      if count > rangeMax then
-        count = rangeMax
+    if latest < nextSlot then
+      -- Not due yet: the score was a wake-up time before the next slot.
+      redis.call('ZADD', KEYS[1], nextSlot, id)
+    else
+      local missed = math.floor((latest - nextSlot) / iv)
+      local first, count, skipped = latest, 1, missed
+      if missed > 0 and f[5] == 'skip' then
+        first, count, skipped = 0, 0, missed + 1
+      elseif missed > 0 and f[5] == 'run_all' then
+        local window = tonumber(f[6] or '3600000')
+        local oldest = math.max(latest - math.floor(window / iv) * iv, nextSlot)
+        count = math.floor((latest - oldest) / iv) + 1
+        if count > rangeMax then
+          count = rangeMax
+        end
+        first = latest - (count - 1) * iv
+        skipped = math.floor((first - nextSlot) / iv)
       end
-      first = latest - (count - 1) * iv
-      skipped = math.floor((first - score) / iv)
-    end
 
-    local nextSlot = latest + iv
-    redis.call('ZADD', KEYS[1], nextSlot, id)
-    redis.call('HSET', key, 'nx', nextSlot)
-    if skipped > 0 then
-      redis.call('HINCRBY', key, 'sk', skipped)
-    end
-    if count > 0 then
-      redis.call('ZADD', KEYS[2], now + lease,
-        id .. '|' .. string.format('%d', first) .. '|' .. f[4] .. '|' .. count)
-    end
+      local after = latest + iv
+      redis.call('ZADD', KEYS[1], after, id)
+      redis.call('HSET', key, 'nx', after)
+      if skipped > 0 then
+        redis.call('HINCRBY', key, 'sk', skipped)
+      end
+      if count > 0 then
+        local member = id .. '|' .. string.format('%d', first) .. '|' .. f[4] .. '|' .. count
+        redis.call('ZADD', KEYS[2], now + lease, member)
+        redis.call('HSET', key, 'im', member)
+      elseif f[10] then
+        redis.call('HDEL', key, 'im')
+      end
 
-    local n = #out
-    out[n + 1] = id
-    out[n + 2] = first
-    out[n + 3] = f[4]
-    out[n + 4] = skipped
-    out[n + 5] = count
-    out[n + 6] = iv
-    out[n + 7] = f[7] or '0'
-    out[n + 8] = f[8] or '0'
+      local n = #out
+      out[n + 1] = id
+      out[n + 2] = first
+      out[n + 3] = f[4]
+      out[n + 4] = skipped
+      out[n + 5] = count
+      out[n + 6] = iv
+      out[n + 7] = f[7] or '0'
+      out[n + 8] = f[8] or '0'
+    end
   end
 end
 
