@@ -110,7 +110,7 @@ func parseRegistry(data []byte) (*registrySnapshot, error) {
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
 	if err := dec.Decode(&f); err != nil && !errors.Is(err, io.EOF) {
-		return nil, fmt.Errorf("invalid YAML: %w", err)
+		return nil, fmt.Errorf("invalid YAML: %s", explainYAMLError(err))
 	}
 
 	snap := &registrySnapshot{plugins: map[string]*Plugin{}}
@@ -189,4 +189,15 @@ func (r *Registry) Size() (plugins, admins int) {
 func TokenDigest(token string) string {
 	sum := sha256.Sum256([]byte(token))
 	return hex.EncodeToString(sum[:])
+}
+
+// unknownFieldPattern matches the yaml package's message for a key that the
+// target struct lacks, which names a Go type that means nothing to a user.
+var unknownFieldPattern = regexp.MustCompile(`line (\d+): field (\S+) not found in type .*`)
+
+// explainYAMLError rewrites the yaml package's unknown-field messages into
+// the keys the plugins file allows.
+func explainYAMLError(err error) string {
+	return unknownFieldPattern.ReplaceAllString(err.Error(),
+		"line $1: unknown key \"$2\"; the keys are plugins and admins at the top, ats_code, token_sha256 and endpoint in a plugin, name and token_sha256 in an admin")
 }

@@ -127,11 +127,25 @@ func usageError(format string, args ...any) error {
 
 type versionCmd struct{}
 
+// Run prints the module version, or for a build from a work tree the
+// commit it was built from.
 func (versionCmd) Run(g *globals) error {
-	version := "(devel)"
-	if info, ok := debug.ReadBuildInfo(); ok && info.Main.Version != "" {
-		version = info.Main.Version
+	info, ok := debug.ReadBuildInfo()
+	if !ok {
+		fmt.Fprintln(g.stdout, "pulse (unknown version)")
+		return nil
 	}
-	fmt.Fprintf(g.stdout, "pulse %s\n", version)
+	version := info.Main.Version
+	settings := map[string]string{}
+	for _, s := range info.Settings {
+		settings[s.Key] = s.Value
+	}
+	if rev := settings["vcs.revision"]; rev != "" && (version == "" || version == "(devel)") {
+		version = "commit " + rev[:min(12, len(rev))]
+		if settings["vcs.modified"] == "true" {
+			version += " with local changes"
+		}
+	}
+	fmt.Fprintf(g.stdout, "pulse %s (%s)\n", version, info.GoVersion)
 	return nil
 }

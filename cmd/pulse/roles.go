@@ -227,13 +227,16 @@ func startAPI(ctx context.Context, group *errgroup.Group, g *globals, r roles, s
 		}
 		plugins, admins := registry.Size()
 		logger.Info("plugin registry loaded", "path", r.api.PluginsFile, "plugins", plugins, "admins", admins)
+		if plugins+admins == 0 {
+			logger.Warn("the plugins file lists no plugin and no admin, so every call is rejected as unauthenticated", "path", r.api.PluginsFile)
+		}
 		watchReloadSignal(ctx, logger, registry, r.api.PluginsFile)
 	case r.embedded && r.redis.RedisURL == "":
 		token, err := devRegistry(registry, r.devToken)
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(g.stdout, "\nDevelopment mode: plugin \"dev\" accepts this token (not for production):\n\n    export PULSE_TOKEN=%s\n\n", token)
+		defer fmt.Fprintf(g.stdout, "\nDevelopment mode: plugin \"dev\" accepts this token (not for production):\n\n    export PULSE_TOKEN=%s\n\n", token)
 	default:
 		return usageError("--plugins-file (PULSE_PLUGINS_FILE) is required with a real Redis: it lists the plugins and the SHA-256 of their tokens (see docs/configuration.md)")
 	}
@@ -246,7 +249,7 @@ func startAPI(ctx context.Context, group *errgroup.Group, g *globals, r roles, s
 	grpcServer := api.NewGRPCServer(svc, healthServer, logger)
 	lis, err := net.Listen("tcp", r.api.GRPCAddr)
 	if err != nil {
-		return fmt.Errorf("listen for gRPC on %s: %w", r.api.GRPCAddr, err)
+		return listenError("gRPC", r.api.GRPCAddr, "--grpc-addr (PULSE_GRPC_ADDR)", err)
 	}
 	logger.Info("gRPC API listening", "addr", lis.Addr().String())
 
@@ -349,7 +352,7 @@ func watchReloadSignal(ctx context.Context, logger *slog.Logger, registry *api.R
 func startHTTP(ctx context.Context, group *errgroup.Group, logger *slog.Logger, addr string, h http.Handler) error {
 	lis, err := net.Listen("tcp", addr)
 	if err != nil {
-		return fmt.Errorf("listen for HTTP on %s: %w", addr, err)
+		return listenError("HTTP", addr, "--http-addr (PULSE_HTTP_ADDR)", err)
 	}
 	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
 	logger.Info("HTTP admin server listening", "addr", lis.Addr().String())
@@ -387,4 +390,13 @@ func installFailpoint(s *scheduler.Scheduler, failpoint string, logger *slog.Log
 			})
 		})
 	}
+}
+
+// listenError explains a failed listen, naming the setting that picks
+// another address when the address is taken.
+func listenError(kind, addr, setting string, err error) error {
+	if errors.Is(err, syscall.EADDRINUSE) {
+		return fmt.Errorf("listen for %s on %s: another process uses this address: stop it or choose another address with %s", kind, addr, setting)
+	}
+	return fmt.Errorf("listen for %s on %s: %w", kind, addr, err)
 }

@@ -36,6 +36,9 @@ const (
 //
 // The Sentinel and Cluster forms take every seed address separated by commas.
 func Options(rawURL string) (*redis.UniversalOptions, error) {
+	if !strings.Contains(rawURL, "://") {
+		return nil, fmt.Errorf("redis URL %q has no scheme: write it as redis://host:port/db, such as redis://127.0.0.1:6379/0", rawURL)
+	}
 	u, err := url.Parse(rawURL)
 	if err != nil {
 		return nil, fmt.Errorf("redis URL is invalid: %w", err)
