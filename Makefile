@@ -9,7 +9,7 @@ PROTOC_GEN_GO_GRPC_VERSION := v1.5.1
 
 BIN := $(CURDIR)/bin
 
-.PHONY: help build run test test-short lint proto bench clean
+.PHONY: help build run test test-short test-faults lint proto bench clean
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -22,6 +22,9 @@ run: build ## Run all roles in one process on an embedded in-memory Redis.
 
 test: ## Run every test with the race detector (needs redis-server on PATH).
 	$(GO) test -race -count=1 -timeout 20m ./...
+
+test-faults: ## Run the fault-injection suite: real processes, killed, frozen, skewed (about 5 minutes).
+	$(GO) test -race -count=1 -tags faults -parallel 4 -timeout 20m ./internal/faults/...
 
 test-short: ## Run the fast tests only.
 	$(GO) test -race -count=1 -short ./...

@@ -135,7 +135,9 @@ else
   redis.call('ZREM', KEYS[3], ARGV[1])
   redis.call('SREM', KEYS[4], ARGV[1])
   redis.call('ZADD', KEYS[5], now + retention, ARGV[1])
-  redis.call('HINCRBY', KEYS[6], f[2], -1)
+  if redis.call('HINCRBY', KEYS[6], f[2], -1) <= 0 then
+    redis.call('HDEL', KEYS[6], f[2])
+  end
   redis.call('HDEL', KEYS[1], 'nx', 'bf', 'bu', 'pr')
   redis.call('HSET', KEYS[1], 'st', 'deleted', 'ua', now)
   redis.call('PEXPIRE', KEYS[1], retention)

@@ -387,6 +387,9 @@ func installFailpoint(s *scheduler.Scheduler, failpoint string, logger *slog.Log
 			once.Do(func() {
 				logger.Warn("failpoint stop-after-claim: stopping before the enqueue", "ranges", len(claimed))
 				_ = syscall.Kill(os.Getpid(), syscall.SIGSTOP)
+				// The signal stops the process a moment later, not within
+				// Kill; wait here so that the stop comes before the enqueue.
+				time.Sleep(time.Second)
 			})
 		})
 	}
