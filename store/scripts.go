@@ -288,11 +288,20 @@ return out
 // "missing", "paused", "deleted", "stale_generation" (the schedule changed
 // since the slot was claimed), "stale_slot" (a later slot already started),
 // "duplicate" (this slot already ran to an end), "busy" (try again later:
-// this attempt still runs elsewhere, or the slot waits for the running one
-// under overlap buffer_one) or "overlap" (skip: an earlier slot's execution
-// still holds the running marker).
+// this attempt still runs elsewhere, or under overlap buffer_one the slot
+// waits for the running one or for an earlier buffered one) or "overlap"
+// (skip: an earlier slot's execution still holds the running marker).
 // Cost: O(1).
 var startScript = redis.NewScript(luaNow + `
+-- ulidMS returns the time part of a ULID: the slot of an execution ID.
+local function ulidMS(id)
+  local ms = 0
+  for i = 1, 10 do
+    ms = ms * 32 + string.find('0123456789ABCDEFGHJKMNPQRSTVWXYZ', string.sub(id, i, i), 1, true) - 1
+  end
+  return ms
+end
+
 local f = redis.call('HMGET', KEYS[1], 'st', 'gen', 'ls', 'lx', 'la', 'lo', 'rx', 'ra', 'ru', 'ats', 'op', 'bf', 'bu')
 if not f[1] then
   return {'missing'}
@@ -342,6 +351,11 @@ elseif markerLive and f[7] ~= ARGV[6] then
     redis.call('HINCRBY', KEYS[1], 'sk', 1)
     return {'overlap'}
   end
+elseif not markerLive and f[12] and f[12] ~= exec and tonumber(f[13] or '0') > now
+    and slot > ulidMS(f[12]) then
+  -- Under buffer_one the buffered slot runs before any later one, also
+  -- when the later one comes before the buffered one's redelivery.
+  return {'busy'}
 end
 
 if f[12] == exec then
