@@ -3,7 +3,9 @@ package store
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // Verdict is the decision of StartExecution about one delivery of a slot's
@@ -116,7 +118,8 @@ func (s *Store) StartExecution(ctx context.Context, req StartRequest) (Execution
 type FinishRequest struct {
 	Execution Execution
 	Status    ExecutionStatus
-	// Error is the error of a failed attempt; it is cut to ErrorMaxBytes.
+	// Error is the error of a failed attempt. Invalid UTF-8 in it is
+	// replaced, and it is cut to ErrorMaxBytes on a rune boundary.
 	Error string
 	// KeepMarker keeps the running marker for the next slot of the same
 	// range instead of releasing it.
@@ -143,10 +146,7 @@ func (s *Store) FinishExecution(ctx context.Context, req FinishRequest) (FinishR
 	if req.KeepMarker {
 		keep = "1"
 	}
-	errText := req.Error
-	if len(errText) > ErrorMaxBytes {
-		errText = errText[:ErrorMaxBytes]
-	}
+	errText := storedError(req.Error)
 
 	keys := []string{
 		s.keys.ScheduleKey(p, e.ScheduleID), s.keys.ErrorKey(p, e.ScheduleID),
@@ -160,6 +160,21 @@ func (s *Store) FinishExecution(ctx context.Context, req FinishRequest) (FinishR
 		return FinishResult{}, fmt.Errorf("finish execution %s of schedule %s: unexpected script reply %v", e.ID, e.ScheduleID, out)
 	}
 	return FinishResult{Recorded: out[0] == 1, Paused: out[1] == 1}, nil
+}
+
+// storedError prepares an error text for storage: it replaces invalid UTF-8,
+// because the API sends the text as a protobuf string, and cuts the text to
+// ErrorMaxBytes on a rune boundary.
+func storedError(text string) string {
+	text = strings.ToValidUTF8(text, "\uFFFD")
+	if len(text) <= ErrorMaxBytes {
+		return text
+	}
+	cut := ErrorMaxBytes
+	for cut > 0 && !utf8.RuneStart(text[cut]) {
+		cut--
+	}
+	return text[:cut]
 }
 
 // ReleaseMarker releases the schedule's running marker if the attempt of e
