@@ -72,14 +72,49 @@ func TestSpecDecodeMalformed(t *testing.T) {
 		{"length beyond end", []byte{specVersion, 0x7f, 'a'}},
 		{"varint overflow", []byte{specVersion, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01}},
 		{"garbage", []byte("not a spec at all")},
+		{"trailing byte", append(append([]byte(nil), valid...), 0x00)},
+		{"trailing field", append(append([]byte(nil), valid...), 0x01, 'x')},
+		{"payload cut short", encodeSpec(spec{HandlerName: "h", Payload: []byte("abc")})[:6]},
+		{"payload length missing", valid[:len(valid)-1]},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := decodeSpec(tc.blob)
 			require.Error(t, err)
 			require.True(t, errors.Is(err, errBadSpec), "error %v is not errBadSpec", err)
+			require.True(t, errors.Is(err, ErrCorrupt), "error %v is not ErrCorrupt", err)
 		})
 	}
+}
+
+func TestCorruptSpec(t *testing.T) {
+	rdb := startRedis(t)
+	st := newTestStore(t, rdb, Config{Partitions: 4})
+
+	corrupt := func(t *testing.T, blob []byte) *Schedule {
+		t.Helper()
+		s := createSchedule(t, st, newSchedule())
+		p := st.keys.PartitionOf(s.ID)
+		require.NoError(t, rdb.Set(testContext(t), st.keys.SpecKey(p, s.ID), blob, 0).Err())
+		return s
+	}
+	trailing := append(encodeSpec(spec{HandlerName: "h"}), 0x00)
+
+	t.Run("get wraps ErrCorrupt", func(t *testing.T) {
+		s := corrupt(t, trailing)
+
+		_, err := st.GetSchedule(testContext(t), s.ID, "")
+
+		require.ErrorIs(t, err, ErrCorrupt)
+	})
+
+	t.Run("start wraps ErrCorrupt", func(t *testing.T) {
+		s := corrupt(t, trailing)
+
+		_, _, err := st.StartExecution(testContext(t), StartRequest{Slot: slotOf(s, 1), RunningLease: time.Minute})
+
+		require.ErrorIs(t, err, ErrCorrupt)
+	})
 }
 
 func TestExecutionID(t *testing.T) {
