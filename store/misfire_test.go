@@ -18,6 +18,7 @@ func createWithOptions(t *testing.T, st *Store, o Options) *Schedule {
 }
 
 func TestClaimMisfire(t *testing.T) {
+	t.Parallel()
 	rdb := startRedis(t)
 	const missed = 5
 

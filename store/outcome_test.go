@@ -43,6 +43,7 @@ func inPausedSet(t *testing.T, st *Store, id string) bool {
 }
 
 func TestFinishOutcome(t *testing.T) {
+	t.Parallel()
 	rdb := startRedis(t)
 	st := newTestStore(t, rdb, Config{Partitions: 4})
 
@@ -217,6 +218,7 @@ func TestFinishOutcome(t *testing.T) {
 }
 
 func TestPauseAfterFailures(t *testing.T) {
+	t.Parallel()
 	rdb := startRedis(t)
 	st := newTestStore(t, rdb, Config{Partitions: 4})
 	const limit = 3
@@ -347,6 +349,7 @@ func TestPauseAfterFailures(t *testing.T) {
 }
 
 func TestErrorKeyTTL(t *testing.T) {
+	t.Parallel()
 	rdb := startRedis(t)
 	const retention = 2 * time.Hour
 	st := newTestStore(t, rdb, Config{Partitions: 4, DeletedRetention: retention})
@@ -399,9 +402,9 @@ func TestErrorKeyTTL(t *testing.T) {
 		require.NoError(t, err)
 
 		key := short.keys.ErrorKey(short.keys.PartitionOf(s.ID), s.ID)
+		ctx := testContext(t)
 		require.Eventually(t, func() bool {
-			err := rdb.Get(testContext(t), key).Err()
-			return errors.Is(err, redis.Nil)
+			return errors.Is(rdb.Get(ctx, key).Err(), redis.Nil)
 		}, 10*time.Second, 50*time.Millisecond)
 	})
 }

@@ -17,6 +17,7 @@ func startWith(t *testing.T, st *Store, r SlotRef, lease time.Duration, predeces
 }
 
 func TestStartOverlap(t *testing.T) {
+	t.Parallel()
 	rdb := startRedis(t)
 	st := newTestStore(t, rdb, Config{Partitions: 4})
 
@@ -146,8 +147,10 @@ func TestStartOverlap(t *testing.T) {
 
 		// Once the buffer's lease ends, the next later slot takes the
 		// buffer and the first one is skipped when it comes again.
+		ctx := testContext(t)
 		require.Eventually(t, func() bool {
-			return serverTime(t, st).After(msToTime(until))
+			now, err := st.ServerTime(ctx)
+			return err == nil && now.After(msToTime(until))
 		}, 10*time.Second, 20*time.Millisecond)
 		_, v = startExecution(t, st, slotOf(s, 3), 0)
 		require.Equal(t, VerdictBusy, v, "verdict of the next later slot")

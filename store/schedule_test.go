@@ -88,6 +88,7 @@ func TestSpecDecodeMalformed(t *testing.T) {
 }
 
 func TestCorruptSpec(t *testing.T) {
+	t.Parallel()
 	rdb := startRedis(t)
 	st := newTestStore(t, rdb, Config{Partitions: 4})
 
