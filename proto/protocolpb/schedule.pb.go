@@ -315,8 +315,8 @@ type CreateScheduleRequest struct {
 	// Plugin to create the schedule for. Required with an admin token; with a
 	// plugin token it may be empty or the plugin's own ats_code.
 	AtsCode string `protobuf:"bytes,6,opt,name=ats_code,json=atsCode,proto3" json:"ats_code,omitempty"`
-	// Makes the first slot the creation time (or start_at) instead of one
-	// interval later.
+	// Makes the first slot the creation time instead of one interval later.
+	// It cannot be combined with start_at, which sets the first slot itself.
 	RunImmediately bool `protobuf:"varint,7,opt,name=run_immediately,json=runImmediately,proto3" json:"run_immediately,omitempty"`
 	// Policy for slots missed while no scheduler ran: "run_latest" (default),
 	// "skip" or "run_all". See ScheduledJob.misfire_policy.
@@ -335,8 +335,9 @@ type CreateScheduleRequest struct {
 	// Consecutive failed executions after which the schedule pauses itself.
 	// Default 0: never.
 	PauseAfterFailures int32 `protobuf:"varint,13,opt,name=pause_after_failures,json=pauseAfterFailures,proto3" json:"pause_after_failures,omitempty"`
-	// Anchor of the grid, RFC 3339; default the creation time. It may lie in
-	// the future (at most one year), never in the past.
+	// First slot and anchor of the grid, RFC 3339; default one interval after
+	// the creation time. It may lie in the future (at most one year), never in
+	// the past.
 	StartAt       string `protobuf:"bytes,14,opt,name=start_at,json=startAt,proto3" json:"start_at,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
