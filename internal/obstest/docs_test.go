@@ -113,17 +113,17 @@ func checkAgainstDoc(t *testing.T, families map[string]*dto.MetricFamily) {
 	for _, d := range parseMetricsDoc(t) {
 		documented[d.Name] = true
 		f, ok := families[d.Name]
-		if !assert(t, ok, "docs/metrics.md lists %s (%s), which /metrics does not export", d.Name, d.Section) {
+		if !check(t, ok, "docs/metrics.md lists %s (%s), which /metrics does not export", d.Name, d.Section) {
 			continue
 		}
-		assert(t, typeName(f.GetType()) == d.Type, "%s: docs/metrics.md says %s, /metrics says %s", d.Name, d.Type, typeName(f.GetType()))
+		check(t, typeName(f.GetType()) == d.Type, "%s: docs/metrics.md says %s, /metrics says %s", d.Name, d.Type, typeName(f.GetType()))
 		for _, m := range f.GetMetric() {
 			var got []string
 			for _, l := range m.GetLabel() {
 				got = append(got, l.GetName())
 			}
 			slices.Sort(got)
-			if !assert(t, slices.Equal(got, d.Labels), "%s: docs/metrics.md says labels %v, /metrics has a sample with %v", d.Name, d.Labels, got) {
+			if !check(t, slices.Equal(got, d.Labels), "%s: docs/metrics.md says labels %v, /metrics has a sample with %v", d.Name, d.Labels, got) {
 				break
 			}
 		}
@@ -131,15 +131,15 @@ func checkAgainstDoc(t *testing.T, families map[string]*dto.MetricFamily) {
 	for name := range families {
 		for _, prefix := range []string{"pulse_", "grpc_", "asynq_"} {
 			if strings.HasPrefix(name, prefix) {
-				assert(t, documented[name], "/metrics exports %s, which docs/metrics.md does not list", name)
+				check(t, documented[name], "/metrics exports %s, which docs/metrics.md does not list", name)
 			}
 		}
 	}
 }
 
-// assert reports a failure without stopping the test, so that one run lists
+// check reports a failure without stopping the test, so that one run lists
 // every mismatch, and returns ok.
-func assert(t *testing.T, ok bool, format string, args ...any) bool {
+func check(t *testing.T, ok bool, format string, args ...any) bool {
 	t.Helper()
 	if !ok {
 		t.Errorf(format, args...)

@@ -19,7 +19,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
-	"strings"
 	"testing"
 	"time"
 
@@ -137,15 +136,33 @@ func remove(t testing.TB, client protocolpb.ScheduleServiceClient, token, id str
 	require.Truef(t, resp.GetSuccess(), "DeleteSchedule %s failed: %s: %s", id, resp.GetErrorCode(), resp.GetError())
 }
 
-// scrape reads /metrics of p and parses it.
+// scrape reads /metrics of p and parses it. It fails the test, so call it
+// from the test's goroutine only; conditions of require.Eventually use
+// tryScrape.
 func scrape(t testing.TB, p *proctest.Process) map[string]*dto.MetricFamily {
 	t.Helper()
-	status, body := p.HTTPGet(t, "/metrics")
-	require.Equal(t, http.StatusOK, status, "GET /metrics")
-	parser := expfmt.NewTextParser(model.UTF8Validation)
-	families, err := parser.TextToMetricFamilies(strings.NewReader(body))
-	require.NoError(t, err, "parse /metrics")
+	families, err := tryScrape(p)
+	require.NoError(t, err)
 	return families
+}
+
+// tryScrape reads /metrics of p and parses it.
+func tryScrape(p *proctest.Process) (map[string]*dto.MetricFamily, error) {
+	client := &http.Client{Timeout: 5 * time.Second}
+	resp, err := client.Get("http://" + p.HTTPAddr() + "/metrics")
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("GET /metrics of %s: status %d", p.Name(), resp.StatusCode)
+	}
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := parser.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		return nil, fmt.Errorf("parse /metrics of %s: %w", p.Name(), err)
+	}
+	return families, nil
 }
 
 // value returns the value of the sample of family name whose labels include
