@@ -11,10 +11,10 @@ import (
 	"github.com/pulse-sched/pulse/internal/redisconn"
 )
 
-// MonitoringPath is where the asynq web console is served.
+// MonitoringPath is the URL path of the asynq web console.
 const MonitoringPath = "/monitoring"
 
-// Access is what a token may do on /monitoring.
+// Access is the permission of a token on the console.
 type Access int
 
 const (
@@ -27,8 +27,8 @@ const (
 	AccessGranted
 )
 
-// Authorizer decides what a token may do. It is called for every request,
-// so it sees the registry as reloaded at that moment.
+// Authorizer returns the permission of a token. It is called for every
+// request, so it reads the registry as reloaded at that moment.
 type Authorizer func(token string) Access
 
 // MonitoringOptions sets up the asynq web console.
@@ -77,7 +77,7 @@ func tokenOf(r *http.Request) (string, bool) {
 
 // authenticate lets a request through when authorize grants its token. A
 // missing or unknown token gets 401 with a basic authentication challenge,
-// so that a browser asks for it; a known token without access gets 403.
+// so that a browser prompts for it; a known token without access gets 403.
 // Neither the token nor the request's headers are logged.
 func authenticate(authorize Authorizer, logger *slog.Logger, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -89,7 +89,7 @@ func authenticate(authorize Authorizer, logger *slog.Logger, next http.Handler) 
 		case AccessGranted:
 			next.ServeHTTP(w, r)
 		case AccessDenied:
-			logger.Warn("monitoring request refused: the token is not an admin token", "method", r.Method, "path", r.URL.Path, "remote_addr", r.RemoteAddr)
+			logger.Warn("monitoring request rejected: the token is not an admin token", "method", r.Method, "path", r.URL.Path, "remote_addr", r.RemoteAddr)
 			http.Error(w, "forbidden: an admin token is required", http.StatusForbidden)
 		default:
 			w.Header().Set("WWW-Authenticate", `Basic realm="Pulse monitoring", charset="UTF-8"`)
@@ -98,7 +98,7 @@ func authenticate(authorize Authorizer, logger *slog.Logger, next http.Handler) 
 	})
 }
 
-// readOnly refuses every method but GET and HEAD. asynqmon's own read-only
+// readOnly rejects every method but GET and HEAD. asynqmon's own read-only
 // mode guards only its API routes; this guards the whole console.
 func readOnly(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -203,7 +203,7 @@ func TestMonitoringWritableAllowsChanges(t *testing.T) {
 }
 
 // TestSharedClientSurvivesConsole checks that the console uses the process's
-// client as it is: Redis still answers through it after the console served
+// client as it is, and that the client still works after the console served
 // requests.
 func TestSharedClientSurvivesConsole(t *testing.T) {
 	rdb, _ := newRedis(t)

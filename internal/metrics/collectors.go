@@ -86,8 +86,9 @@ func (c *SchedulesCollector) Collect(ch chan<- prometheus.Metric) {
 // result for ScrapeCacheTTL.
 //
 // asynq's collector logs a failed read with the standard log package and
-// cannot report it, so QueueCollector first checks that Redis answers: while
-// it does not, the scrape has no asynq samples and onError is called.
+// cannot report it, so QueueCollector first checks that Redis replies to
+// PING: while it does not, the scrape has no asynq samples and onError is
+// called.
 type QueueCollector struct {
 	inner   prometheus.Collector
 	check   func(context.Context) error
@@ -99,7 +100,7 @@ type QueueCollector struct {
 	cached []prometheus.Metric
 }
 
-// NewQueueCollector returns a collector of the queues that inspector sees.
+// NewQueueCollector returns a collector of the queues that inspector reads.
 // check, usually (*store.Store).Ping, runs before each read; onError may be
 // nil.
 func NewQueueCollector(inspector *asynq.Inspector, check func(context.Context) error, onError func(error)) *QueueCollector {

@@ -169,11 +169,11 @@ func TestDashboardIsImportable(t *testing.T) {
 // targetLabels are added by Prometheus to every scraped series.
 var targetLabels = []string{"job", "instance"}
 
-// TestDashboardAndAlertsUseExportedMetrics checks that every metric that a
-// dashboard panel, a dashboard variable or an alert rule queries is one that
-// a running pulse serve exports, and every label they match or group by
-// exists on the metrics they query, so that a renamed metric or label fails
-// the build.
+// TestDashboardAndAlertsUseExportedMetrics checks the queries of the
+// dashboard's panels and variables and of the alert rules against a running
+// pulse serve. Every metric they query must be exported, and every label
+// they match or group by must exist on those metrics. A renamed metric or
+// label then fails the tests.
 func TestDashboardAndAlertsUseExportedMetrics(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs pulse serve for a few seconds")

@@ -23,9 +23,9 @@ const unregisteredHandler = "obstest.unregistered"
 
 // TestMetricsMatchDocsAndEvents drives schedules of a real pulse serve
 // through success, failure, overlap skip, auto-pause, pause, delete, an
-// in-band API error and two registry reloads, then checks that /metrics has
-// every metric of docs/metrics.md with its documented type and labels, and
-// that the counts match what happened, as the logs tell it.
+// in-band API error and two registry reloads. It then checks that /metrics
+// has every metric of docs/metrics.md with its documented type and labels,
+// and that the counts match the events in the logs.
 func TestMetricsMatchDocsAndEvents(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs pulse serve for about 15s")
@@ -80,7 +80,7 @@ func TestMetricsMatchDocsAndEvents(t *testing.T) {
 	t.Run("state", func(t *testing.T) { checkState(t, srv, f) })
 }
 
-// getUnknown asks for a schedule that does not exist: an in-band NOT_FOUND.
+// getUnknown requests a schedule that does not exist: an in-band NOT_FOUND.
 func getUnknown(t *testing.T, client protocolpb.ScheduleServiceClient, token string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), rpcTimeout)

@@ -39,7 +39,7 @@ var groupingKeywords = map[string]bool{
 
 // parsePromQL finds the selectors and grouping labels of a PromQL
 // expression, as Grafana stores it (with $variables). It is a scanner, not
-// a parser: it knows just enough of the grammar to tell metric names from
+// a parser: it covers just enough of the grammar to tell metric names from
 // functions, keywords, label names, strings, numbers and durations.
 func parsePromQL(expr string) (promqlRefs, error) {
 	var refs promqlRefs
