@@ -210,4 +210,13 @@ func TestMonitoringDevToken(t *testing.T) {
 	require.Equal(t, http.StatusUnauthorized, resp.StatusCode)
 	resp, body := mustRequest(t, srv, http.MethodGet, "/monitoring/api/queues", token)
 	require.Equal(t, http.StatusOK, resp.StatusCode, body)
+
+	// PULSE_MONITORING=false (--no-monitoring) turns the console off.
+	off := proctest.Start(t, proctest.Options{
+		Name: "serve-dev-off", Args: []string{"serve"},
+		Env: map[string]string{"PULSE_DEV_TOKEN": token, "PULSE_MONITORING": "false"},
+	})
+	off.WaitReady(t, readyTimeout)
+	resp, _ = mustRequest(t, off, http.MethodGet, "/monitoring/api/queues", token)
+	require.Equal(t, http.StatusNotFound, resp.StatusCode)
 }
