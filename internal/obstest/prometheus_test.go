@@ -27,12 +27,11 @@ type prometheusServer struct {
 	addr string
 }
 
-// startPrometheus starts prometheus on a free loopback port, scraping
-// target every second with the alert rules of dashboards/alerts.yaml, and
-// stops it when the test ends.
-func startPrometheus(t *testing.T, target string) *prometheusServer {
+// startPrometheus starts the prometheus program bin on a free loopback
+// port, scraping target every second with the alert rules of
+// dashboards/alerts.yaml, and stops it when the test ends.
+func startPrometheus(t *testing.T, bin, target string) *prometheusServer {
 	t.Helper()
-	bin := requireTool(t, "prometheus", "prometheus")
 	dir := t.TempDir()
 	port, err := redistest.FreePort()
 	require.NoError(t, err)
@@ -160,6 +159,7 @@ func TestPrometheusScrapesPulse(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs pulse serve and prometheus for a few seconds")
 	}
+	bin := requireTool(t, "prometheus", "prometheus")
 	redis := redistest.Start(t)
 	reg := writeRegistry(t)
 	srv := startServe(t, redis.URL(), reg, nil)
@@ -168,7 +168,7 @@ func TestPrometheusScrapesPulse(t *testing.T) {
 		create(t, client, reg.PluginToken, &protocolpb.CreateScheduleRequest{HandlerName: "pulse.log", IntervalSeconds: 3600})
 	}
 
-	prom := startPrometheus(t, srv.HTTPAddr())
+	prom := startPrometheus(t, bin, srv.HTTPAddr())
 	queries := map[string]float64{
 		`up{job="pulse"}`: 1,
 		`pulse_schedules{job="pulse",state="active"}`:                                 2,
