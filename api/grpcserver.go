@@ -24,7 +24,9 @@ const ServiceName = "protocol.ScheduleService"
 // NewGRPCServer returns a gRPC server that serves svc, the gRPC health
 // service and server reflection. Calls are logged without their messages,
 // so tokens and payloads never reach the log; a panic in a call becomes an
-// INTERNAL status instead of a crash.
+// INTERNAL status instead of a crash. Interceptors given in opts, such as
+// metrics.GRPCServerOptions, run outside these two, so they see the status
+// that the client gets.
 func NewGRPCServer(svc *Service, healthServer *health.Server, logger *slog.Logger, opts ...grpc.ServerOption) *grpc.Server {
 	callLogger := logger.With("component", "grpc")
 	logCall := logging.LoggerFunc(func(ctx context.Context, level logging.Level, msg string, fields ...any) {

@@ -82,6 +82,8 @@ func (s *Scheduler) Run(ctx context.Context) error {
 	partitions := s.store.Keys().Partitions()
 	s.logger.Info("scheduler started", "partitions", partitions,
 		"poll_interval", s.cfg.PollInterval.String(), "claim_lease", s.cfg.ClaimLease.String())
+	s.metrics.PartitionsOwned.Set(float64(partitions))
+	defer s.metrics.PartitionsOwned.Set(0)
 
 	var wg sync.WaitGroup
 	for p := 0; p < partitions; p++ {

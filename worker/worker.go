@@ -48,6 +48,9 @@ type Worker struct {
 	cancelBase context.CancelFunc
 	// running counts the processTask calls in progress.
 	running atomic.Int64
+	// started is true from the start of the asynq server until Run begins
+	// to stop, for readiness.
+	started atomic.Bool
 }
 
 // New returns a Worker that takes slot tasks from rdb and reads schedules
@@ -110,9 +113,11 @@ func (w *Worker) Run(ctx context.Context) error {
 	if err := w.server.Start(mux); err != nil {
 		return fmt.Errorf("start asynq server: %w", err)
 	}
+	w.started.Store(true)
 	w.logger.Info("worker started", "queue", w.cfg.Queue, "concurrency", w.cfg.Concurrency)
 
 	<-ctx.Done()
+	w.started.Store(false)
 	w.logger.Info("worker stopping", "drain_timeout", w.cfg.DrainTimeout.String())
 	w.server.Stop()
 
@@ -125,6 +130,12 @@ func (w *Worker) Run(ctx context.Context) error {
 	w.server.Shutdown()
 	w.logger.Info("worker stopped")
 	return nil
+}
+
+// Started reports whether the worker takes tasks: true once Run has started
+// the asynq server, false again when Run begins to stop.
+func (w *Worker) Started() bool {
+	return w.started.Load()
 }
 
 // run calls the execution's handler, turning a panic into an error.

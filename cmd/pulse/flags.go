@@ -15,7 +15,7 @@ type redisFlags struct {
 	KeyPrefix     string        `name:"key-prefix" env:"PULSE_KEY_PREFIX" default:"pulse" help:"Prefix of every Redis key, to share one Redis between deployments."`
 	Partitions    int           `name:"partitions" env:"PULSE_PARTITIONS" default:"16" help:"Number of partitions that schedules are spread over. Fixed at the first start on an empty Redis; every process must use the same value."`
 	AllowEviction bool          `name:"allow-eviction" env:"PULSE_ALLOW_EVICTION" help:"Start even when Redis's maxmemory-policy may evict keys, which can silently lose schedules."`
-	HTTPAddr      string        `name:"http-addr" env:"PULSE_HTTP_ADDR" default:"127.0.0.1:7401" help:"Address of the HTTP admin server (/healthz, /readyz, /metrics). Empty disables it."`
+	HTTPAddr      string        `name:"http-addr" env:"PULSE_HTTP_ADDR" default:"127.0.0.1:7401" help:"Address of the HTTP admin server (/healthz, /readyz, /metrics, and /monitoring/ with the API). Empty disables it."`
 	OverdueCheck  time.Duration `name:"overdue-check-interval" env:"PULSE_OVERDUE_CHECK_INTERVAL" default:"15s" help:"Time between two checks for overdue schedules (active, next slot more than one interval in the past), which every role runs."`
 	// ClockOffset shifts this process's own clock, to test that replicas with
 	// skewed clocks behave. Due decisions use the Redis clock, so it only
@@ -32,6 +32,9 @@ type apiFlags struct {
 	MinInterval      time.Duration `name:"min-interval" env:"PULSE_MIN_INTERVAL" default:"1s" help:"Shortest interval a schedule may have; whole seconds."`
 	DefaultTimeout   time.Duration `name:"default-timeout" env:"PULSE_DEFAULT_TIMEOUT" default:"30s" help:"Deadline of one handler attempt for schedules whose request sets no timeout_seconds."`
 	DefaultRetries   int           `name:"default-max-retries" env:"PULSE_DEFAULT_MAX_RETRIES" default:"3" help:"Retries after a failed attempt for schedules whose request sets no max_retries; 0 disables retries."`
+
+	Monitoring         bool `name:"monitoring" env:"PULSE_MONITORING" default:"true" negatable:"" help:"Serve the asynq web console under /monitoring/ on the HTTP admin server, for admin tokens."`
+	MonitoringWritable bool `name:"monitoring-writable" env:"PULSE_MONITORING_WRITABLE" help:"Let the console under /monitoring/ change tasks and queues (delete, run, archive, pause). Default: read-only."`
 }
 
 // schedulerFlags are the settings of the scheduler role.

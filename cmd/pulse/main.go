@@ -91,6 +91,9 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	// Redis is down; send them to the same log, limited to one line per
 	// message format every 30s.
 	redis.SetLogger(logging.RedisLogger{Logger: logger.With("source", "go-redis"), Limiter: logging.NewLimiter(30 * time.Second)})
+	// Libraries that log with the standard log package, such as asynq's
+	// queue metrics collector, log through the same handler.
+	slog.SetDefault(logger)
 	g := &globals{logger: logger, stdout: stdout, stderr: stderr, stdin: stdin}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)

@@ -18,7 +18,6 @@ import (
 	"github.com/alicebob/miniredis/v2"
 	"github.com/hibiken/asynq"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/redis/go-redis/v9"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc/health"
@@ -110,9 +109,7 @@ func runRoles(ctx context.Context, g *globals, r roles) error {
 	}
 
 	now := func() time.Time { return time.Now().Add(r.redis.ClockOffset) }
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	m := metrics.New(reg)
+	reg, m := newMetrics(rdb, st, logger)
 	adminHandler := admin.NewHandler(reg)
 	adminHandler.AddCheck("redis", st.Ping)
 
@@ -120,11 +117,12 @@ func runRoles(ctx context.Context, g *globals, r roles) error {
 	monitor := scheduler.NewMonitor(st, r.redis.OverdueCheck, logger, m)
 	group.Go(func() error { return monitor.Run(ctx) })
 	if r.api != nil {
-		if err := startAPI(ctx, group, g, r, st, m, adminHandler, now); err != nil {
+		if err := startAPI(ctx, group, g, r, rdb, st, m, reg, adminHandler, now); err != nil {
 			return err
 		}
 	}
 	if r.scheduler != nil {
+		m.RegisterScheduler(reg)
 		client := asynq.NewClientFromRedisClient(rdb)
 		s, err := scheduler.New(st, client, r.scheduler.config(), logger, m)
 		if err != nil {
@@ -144,6 +142,12 @@ func runRoles(ctx context.Context, g *globals, r roles) error {
 		if err != nil {
 			return usageError("%v", err)
 		}
+		adminHandler.AddCheck("worker", func(context.Context) error {
+			if !w.Started() {
+				return errors.New("the worker does not take tasks")
+			}
+			return nil
+		})
 		group.Go(func() error { return w.Run(ctx) })
 	}
 	if r.redis.HTTPAddr != "" {
@@ -216,26 +220,32 @@ func waitForRedis(ctx context.Context, logger *slog.Logger, rdb redis.UniversalC
 	}
 }
 
-// startAPI loads the plugin registry and serves the gRPC API.
-func startAPI(ctx context.Context, group *errgroup.Group, g *globals, r roles, st *store.Store, m *metrics.Metrics, adminHandler *admin.Handler, now func() time.Time) error {
+// startAPI loads the plugin registry and serves the gRPC API and, on the
+// admin HTTP server, the monitoring console.
+func startAPI(ctx context.Context, group *errgroup.Group, g *globals, r roles, rdb redis.UniversalClient, st *store.Store, m *metrics.Metrics, reg *prometheus.Registry, adminHandler *admin.Handler, now func() time.Time) error {
 	logger := g.logger
+	m.RegisterAPI(reg)
 	registry := api.NewRegistry()
+	devMode := false
 	switch {
 	case r.api.PluginsFile != "":
 		if err := registry.LoadFile(r.api.PluginsFile); err != nil {
 			return usageError("%v", err)
 		}
+		m.RegistryLastReloadSuccess.SetToCurrentTime()
 		plugins, admins := registry.Size()
 		logger.Info("plugin registry loaded", "path", r.api.PluginsFile, "plugins", plugins, "admins", admins)
 		if plugins+admins == 0 {
 			logger.Warn("the plugins file lists no plugin and no admin, so every call is rejected as unauthenticated", "path", r.api.PluginsFile)
 		}
-		watchReloadSignal(ctx, logger, registry, r.api.PluginsFile)
+		watchReloadSignal(ctx, logger, registry, r.api.PluginsFile, m)
 	case r.embedded && r.redis.RedisURL == "":
 		token, err := devRegistry(registry, r.devToken)
 		if err != nil {
 			return err
 		}
+		m.RegistryLastReloadSuccess.SetToCurrentTime()
+		devMode = true
 		defer fmt.Fprintf(g.stdout, "\nDevelopment mode: plugin \"dev\" accepts this token (not for production):\n\n    export PULSE_TOKEN=%s\n\n", token)
 	default:
 		return usageError("--plugins-file (PULSE_PLUGINS_FILE) is required with a real Redis: it lists the plugins and the SHA-256 of their tokens (see docs/configuration.md)")
@@ -246,7 +256,14 @@ func startAPI(ctx context.Context, group *errgroup.Group, g *globals, r roles, s
 		return usageError("%v", err)
 	}
 	healthServer := health.NewServer()
-	grpcServer := api.NewGRPCServer(svc, healthServer, logger)
+	grpcMetrics := metrics.NewGRPCServerMetrics()
+	reg.MustRegister(grpcMetrics)
+	grpcServer := api.NewGRPCServer(svc, healthServer, logger, metrics.GRPCServerOptions(grpcMetrics)...)
+	grpcMetrics.InitializeMetrics(grpcServer)
+	adminHandler.AddCheck("api", apiReadiness(healthServer))
+	if r.api.Monitoring {
+		mountMonitoring(adminHandler, rdb, registry, devMode, r.api.MonitoringWritable, logger)
+	}
 	lis, err := net.Listen("tcp", r.api.GRPCAddr)
 	if err != nil {
 		return listenError("gRPC", r.api.GRPCAddr, "--grpc-addr (PULSE_GRPC_ADDR)", err)
@@ -308,6 +325,9 @@ func reportHealth(ctx context.Context, logger *slog.Logger, hs *health.Server, s
 	}
 }
 
+// devPlugin is the ats_code of the development plugin.
+const devPlugin = "dev"
+
 // devRegistry fills registry with the development plugin "dev" and returns
 // its token.
 func devRegistry(registry *api.Registry, token string) (string, error) {
@@ -318,7 +338,7 @@ func devRegistry(registry *api.Registry, token string) (string, error) {
 		}
 		token = "dev-" + hex.EncodeToString(b)
 	}
-	yaml := fmt.Sprintf("plugins:\n  - ats_code: dev\n    token_sha256: %q\n", api.TokenDigest(token))
+	yaml := fmt.Sprintf("plugins:\n  - ats_code: %s\n    token_sha256: %q\n", devPlugin, api.TokenDigest(token))
 	if err := registry.Load([]byte(yaml)); err != nil {
 		return "", fmt.Errorf("build development registry: %w", err)
 	}
@@ -327,7 +347,8 @@ func devRegistry(registry *api.Registry, token string) (string, error) {
 
 // watchReloadSignal reloads the registry from path on every SIGHUP until
 // ctx ends. A file that fails to load leaves the previous registry in place.
-func watchReloadSignal(ctx context.Context, logger *slog.Logger, registry *api.Registry, path string) {
+// Each reload is counted in pulse_registry_reloads_total{result}.
+func watchReloadSignal(ctx context.Context, logger *slog.Logger, registry *api.Registry, path string, m *metrics.Metrics) {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	go func() {
@@ -338,9 +359,12 @@ func watchReloadSignal(ctx context.Context, logger *slog.Logger, registry *api.R
 				return
 			case <-hup:
 				if err := registry.LoadFile(path); err != nil {
+					m.RegistryReloads.WithLabelValues(metrics.ReloadFailure).Inc()
 					logger.Error("plugin registry reload failed, keeping the previous one", "path", path, "error", err)
 					continue
 				}
+				m.RegistryReloads.WithLabelValues(metrics.ReloadSuccess).Inc()
+				m.RegistryLastReloadSuccess.SetToCurrentTime()
 				plugins, admins := registry.Size()
 				logger.Info("plugin registry reloaded", "path", path, "plugins", plugins, "admins", admins)
 			}

@@ -1,6 +1,7 @@
 // Package admin serves Pulse's HTTP admin endpoints: /healthz (the process
-// is alive), /readyz (Redis answers and every role has started) and /metrics
-// (Prometheus).
+// is alive), /readyz (Redis answers and every role has started), /metrics
+// (Prometheus) and, in processes that run the API, /monitoring (the asynq
+// web console, for admin tokens).
 package admin
 
 import (

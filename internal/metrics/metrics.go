@@ -25,6 +25,28 @@ const (
 	CodeUnavailable = "UNAVAILABLE"
 )
 
+// Label values of RedisErrors's "component".
+const (
+	ComponentAPI       = "api"
+	ComponentScheduler = "scheduler"
+	ComponentWorker    = "worker"
+	ComponentMonitor   = "monitor"
+	// ComponentMetrics counts failed Redis reads of a scrape: schedule
+	// counts and asynq queue statistics.
+	ComponentMetrics = "metrics"
+)
+
+// Label values of RegistryReloads's "result".
+const (
+	ReloadSuccess = "success"
+	ReloadFailure = "failure"
+)
+
+// dropReasons are the label values of TasksDropped's "reason": the verdicts
+// of the start script that keep a handler from running, and
+// retries_exhausted.
+var dropReasons = []string{"paused", "deleted", "missing", "stale_generation", "stale_slot", "duplicate", "retries_exhausted"}
+
 // Metrics holds Pulse's own metrics. Each process creates one and registers
 // it with its registry, so tests can run several in one process.
 type Metrics struct {
@@ -59,6 +81,18 @@ type Metrics struct {
 
 	// RedisErrors counts failed Redis operations by component.
 	RedisErrors *prometheus.CounterVec
+
+	// PartitionsOwned is the number of partitions whose due set this
+	// scheduler polls. Only processes that run the scheduler export it; see
+	// RegisterScheduler.
+	PartitionsOwned prometheus.Gauge
+
+	// RegistryReloads counts reloads of the plugins file (SIGHUP) by result.
+	// Only processes that run the API export it; see RegisterAPI.
+	RegistryReloads *prometheus.CounterVec
+	// RegistryLastReloadSuccess is the Unix time of the latest successful
+	// load of the plugins file, including the load at start.
+	RegistryLastReloadSuccess prometheus.Gauge
 }
 
 // latencyBuckets spans 1 ms to about 65 s, for lateness and durations.
@@ -120,8 +154,37 @@ func New(reg prometheus.Registerer) *Metrics {
 
 		RedisErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: namespace, Name: "redis_errors_total",
-			Help: "Failed Redis operations by component: api, scheduler or worker.",
+			Help: "Failed Redis operations by component: api, scheduler, worker, monitor or metrics.",
 		}, []string{"component"}),
+
+		PartitionsOwned: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: namespace, Subsystem: "scheduler", Name: "partitions_owned",
+			Help: "Partitions whose due set this scheduler polls; 0 while it does not run.",
+		}),
+
+		RegistryReloads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Subsystem: "registry", Name: "reloads_total",
+			Help: "Reloads of the plugins file on SIGHUP by result: success or failure. A failed reload keeps the previous registry.",
+		}, []string{"result"}),
+		RegistryLastReloadSuccess: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: namespace, Subsystem: "registry", Name: "last_reload_success_timestamp_seconds",
+			Help: "Unix time of the latest successful load of the plugins file, at start or on SIGHUP.",
+		}),
+	}
+
+	// Every label value known in advance starts at zero, so that its series
+	// exists from the start and rate() and increase() see its first change.
+	for _, reason := range []string{SkipMisfire, SkipOverlap} {
+		m.SlotsSkipped.WithLabelValues(reason)
+	}
+	for _, reason := range dropReasons {
+		m.TasksDropped.WithLabelValues(reason)
+	}
+	for _, component := range []string{ComponentAPI, ComponentScheduler, ComponentWorker, ComponentMonitor, ComponentMetrics} {
+		m.RedisErrors.WithLabelValues(component)
+	}
+	for _, result := range []string{ReloadSuccess, ReloadFailure} {
+		m.RegistryReloads.WithLabelValues(result)
 	}
 
 	reg.MustRegister(
@@ -130,6 +193,18 @@ func New(reg prometheus.Registerer) *Metrics {
 		m.Requests, m.SchedulesOverdue, m.SchedulesAutoPaused, m.RedisErrors,
 	)
 	return m
+}
+
+// RegisterScheduler registers the metrics that only a process running the
+// scheduler exports, so that their absence shows that no scheduler runs.
+func (m *Metrics) RegisterScheduler(reg prometheus.Registerer) {
+	reg.MustRegister(m.PartitionsOwned)
+}
+
+// RegisterAPI registers the metrics that only a process running the API,
+// which holds the plugin registry, exports.
+func (m *Metrics) RegisterAPI(reg prometheus.Registerer) {
+	reg.MustRegister(m.RegistryReloads, m.RegistryLastReloadSuccess)
 }
 
 // NewUnregistered creates metrics that no registry exports, for code paths

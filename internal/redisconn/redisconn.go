@@ -177,3 +177,21 @@ func infoField(info, name string) string {
 	}
 	return ""
 }
+
+// Shared is an asynq.RedisConnOpt that hands out an existing client instead
+// of opening a connection of its own, so that a library that takes a
+// RedisConnOpt, such as asynqmon, shares the process's client and works
+// with every Redis form that Pulse supports, including the embedded one.
+//
+// The client stays the process's: a library that closes the client it made
+// (asynqmon's HTTPHandler.Close) would close it for the whole process, so
+// such a Close must never be called.
+type Shared struct {
+	Client redis.UniversalClient
+}
+
+// MakeRedisClient returns the shared client. It implements
+// asynq.RedisConnOpt.
+func (s Shared) MakeRedisClient() interface{} {
+	return s.Client
+}
