@@ -10,10 +10,13 @@ import (
 	"io"
 	"os"
 	"regexp"
+	"slices"
 	"strings"
 	"sync/atomic"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/pulse-sched/pulse/internal/endpoint"
 )
 
 // Plugin is one plugin of the registry.
@@ -23,6 +26,14 @@ type Plugin struct {
 	// Endpoint is the plugin's handler endpoint, stored on each of its
 	// schedules as source_url. Empty when the plugin serves no handlers.
 	Endpoint string
+	// Handlers lists the handler names that the plugin may schedule; empty
+	// means any.
+	Handlers []string
+}
+
+// allows reports whether the plugin may schedule the handler name.
+func (p *Plugin) allows(name string) bool {
+	return len(p.Handlers) == 0 || slices.Contains(p.Handlers, name)
 }
 
 // Principal is the caller that a token identifies.
@@ -42,7 +53,8 @@ type registryFile struct {
 	Plugins []struct {
 		ATSCode     string `yaml:"ats_code"`
 		TokenSHA256 string `yaml:"token_sha256"`
-		Endpoint    string `yaml:"endpoint"`
+		Endpoint    string   `yaml:"endpoint"`
+		Handlers    []string `yaml:"handlers"`
 	} `yaml:"plugins"`
 	Admins []struct {
 		Name        string `yaml:"name"`
@@ -139,7 +151,17 @@ func parseRegistry(data []byte) (*registrySnapshot, error) {
 		if _, ok := snap.plugins[p.ATSCode]; ok {
 			return nil, fmt.Errorf("%s: ats_code %q is listed twice", owner, p.ATSCode)
 		}
-		plugin := &Plugin{ATSCode: p.ATSCode, Endpoint: p.Endpoint}
+		if p.Endpoint != "" {
+			if _, err := endpoint.Parse(p.Endpoint); err != nil {
+				return nil, fmt.Errorf("plugin %q: %w", p.ATSCode, err)
+			}
+		}
+		for _, name := range p.Handlers {
+			if reqErr := validateHandlerName(name); reqErr != nil {
+				return nil, fmt.Errorf("plugin %q: handlers: %s", p.ATSCode, reqErr.message)
+			}
+		}
+		plugin := &Plugin{ATSCode: p.ATSCode, Endpoint: p.Endpoint, Handlers: slices.Clone(p.Handlers)}
 		snap.plugins[p.ATSCode] = plugin
 		if err := addToken(p.TokenSHA256, fmt.Sprintf("plugin %q", p.ATSCode), Principal{Plugin: plugin}); err != nil {
 			return nil, err

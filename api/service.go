@@ -33,6 +33,10 @@ type Config struct {
 	// Now returns the current time, for start_at; default time.Now. Every
 	// due decision uses the Redis clock instead.
 	Now func() time.Time
+	// LocalHandlers names the handlers registered in the workers with
+	// worker.Handle besides the built-ins. Plugins without an endpoint may
+	// schedule them.
+	LocalHandlers []string
 }
 
 // RequestTimeoutDefault is the default of Config.RequestTimeout.
@@ -198,6 +202,9 @@ func (s *Service) create(ctx context.Context, req *protocolpb.CreateScheduleRequ
 
 	limits := s.cfg.Limits
 	if reqErr := validateHandlerName(req.GetHandlerName()); reqErr != nil {
+		return "", reqErr
+	}
+	if reqErr := s.checkHandler(plugin, req.GetHandlerName()); reqErr != nil {
 		return "", reqErr
 	}
 	if reqErr := limits.validateInterval(req.GetIntervalSeconds()); reqErr != nil {

@@ -1,6 +1,7 @@
 package worker
 
 import (
+	"crypto/x509"
 	"fmt"
 	"time"
 )
@@ -23,6 +24,17 @@ type Config struct {
 	// finish before it cancels them; asynq then delivers their tasks again.
 	// Default 10s.
 	DrainTimeout time.Duration
+	// PluginConcurrency bounds the executions of one plugin endpoint that
+	// run at once in this worker, so that a slow or hanging plugin cannot
+	// take every place of Concurrency; the slots beyond it wait without
+	// holding a place. Default a quarter of Concurrency, at least 1.
+	PluginConcurrency int
+	// PluginIdleTimeout closes the connection to a plugin endpoint that no
+	// execution used for that long. Default 5m.
+	PluginIdleTimeout time.Duration
+	// PluginRootCAs verifies the certificates of grpcs:// plugin endpoints;
+	// nil means the system's roots.
+	PluginRootCAs *x509.CertPool
 }
 
 // Defaults of Config.
@@ -32,6 +44,7 @@ const (
 	PollIntervalDefault      = 100 * time.Millisecond
 	RunningLeaseGraceDefault = 10 * time.Second
 	DrainTimeoutDefault      = 10 * time.Second
+	PluginIdleTimeoutDefault = 5 * time.Minute
 )
 
 func (c Config) withDefaults() Config {
@@ -50,6 +63,12 @@ func (c Config) withDefaults() Config {
 	if c.DrainTimeout == 0 {
 		c.DrainTimeout = DrainTimeoutDefault
 	}
+	if c.PluginConcurrency == 0 {
+		c.PluginConcurrency = max(1, c.Concurrency/4)
+	}
+	if c.PluginIdleTimeout == 0 {
+		c.PluginIdleTimeout = PluginIdleTimeoutDefault
+	}
 	return c
 }
 
@@ -63,6 +82,10 @@ func (c Config) validate() error {
 		return fmt.Errorf("running lease grace %s is too short: it must be at least 1s", c.RunningLeaseGrace)
 	case c.DrainTimeout < 0:
 		return fmt.Errorf("drain timeout %s is invalid: it must not be negative", c.DrainTimeout)
+	case c.PluginConcurrency < 1 || c.PluginConcurrency > c.Concurrency:
+		return fmt.Errorf("plugin concurrency %d is invalid: it must be between 1 and the concurrency %d", c.PluginConcurrency, c.Concurrency)
+	case c.PluginIdleTimeout < time.Second:
+		return fmt.Errorf("plugin idle timeout %s is too short: it must be at least 1s", c.PluginIdleTimeout)
 	}
 	return nil
 }

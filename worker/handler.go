@@ -19,6 +19,10 @@ type Execution struct {
 	ScheduleID  string
 	ATSCode     string
 	HandlerName string
+	// SourceURL is the endpoint of the owning plugin, which runs the
+	// handler when the worker has none of that name; empty when the plugin
+	// had no endpoint when the schedule was created.
+	SourceURL string
 	// Slot is the grid time this execution is for.
 	Slot time.Time
 	// Attempt is 0 for the first attempt and grows with each retry.
@@ -45,6 +49,12 @@ type permanentError struct{ err error }
 func (e *permanentError) Error() string { return e.err.Error() }
 
 func (e *permanentError) Unwrap() []error { return []error{e.err, ErrPermanent} }
+
+// BuiltinHandlerNames returns the names of the handlers that every worker
+// has, sorted.
+func BuiltinHandlerNames() []string {
+	return []string{LogHandlerName, SleepHandlerName}
+}
 
 // LogHandlerName is the name of the built-in handler that only logs.
 const LogHandlerName = "pulse.log"
@@ -103,6 +113,7 @@ func newExecution(e store.Execution) *Execution {
 		ScheduleID:  e.ScheduleID,
 		ATSCode:     e.ATSCode,
 		HandlerName: e.HandlerName,
+		SourceURL:   e.SourceURL,
 		Slot:        e.Slot,
 		Attempt:     e.Attempt,
 		Payload:     e.Payload,

@@ -52,6 +52,11 @@ func (w *Worker) processTask(ctx context.Context, t *asynq.Task) error {
 	if attempt > slot.MaxRetry {
 		return w.endExhausted(ctx, slot, attempt)
 	}
+	release, err := w.admitPlugin(ctx, slot.ScheduleID)
+	if err != nil {
+		return err
+	}
+	defer release()
 
 	refs := slot.Slots()
 	var held *store.Execution // the execution that holds a kept running marker

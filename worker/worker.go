@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	lru "github.com/hashicorp/golang-lru/v2"
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
@@ -41,6 +42,10 @@ type Worker struct {
 
 	mu       sync.RWMutex
 	handlers map[string]HandlerFunc
+	// plugins calls the handlers that plugins serve (plugin.go), and
+	// targets caches what each schedule calls (plugin_admit.go).
+	plugins *plugins
+	targets *lru.Cache[string, target]
 
 	// baseCtx ends when the drain timeout ends and Run calls cancelBase.
 	// processTask then cancels the context of every handler still running.
@@ -68,6 +73,10 @@ func New(rdb redis.UniversalClient, st *store.Store, cfg Config, logger *slog.Lo
 		metrics:  m,
 		limiter:  logging.NewLimiter(30 * time.Second),
 		handlers: map[string]HandlerFunc{},
+		plugins: newPlugins(pluginConfig{
+			concurrency: cfg.PluginConcurrency, idleTimeout: cfg.PluginIdleTimeout, rootCAs: cfg.PluginRootCAs,
+		}),
+		targets: newTargetCache(),
 	}
 	w.baseCtx, w.cancelBase = context.WithCancel(context.Background())
 	w.server = asynq.NewServerFromRedisClient(rdb, asynq.Config{
@@ -128,6 +137,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	w.waitIdle(5 * time.Second)
 
 	w.server.Shutdown()
+	w.plugins.close()
 	w.logger.Info("worker stopped")
 	return nil
 }
@@ -141,8 +151,11 @@ func (w *Worker) Started() bool {
 // run calls the execution's handler, turning a panic into an error.
 func (w *Worker) run(ctx context.Context, e *Execution) (err error) {
 	fn, ok := w.handler(e.HandlerName)
-	if !ok {
-		return Permanent(fmt.Errorf("no handler named %q is registered in this worker", e.HandlerName))
+	switch {
+	case !ok && e.SourceURL != "":
+		fn = w.plugins.execute
+	case !ok:
+		return Permanent(fmt.Errorf("no handler named %q is registered in this worker, and the schedule has no source_url: its plugin had no endpoint in the registry when the schedule was created", e.HandlerName))
 	}
 
 	start := time.Now()

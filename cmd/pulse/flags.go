@@ -1,6 +1,9 @@
 package main
 
 import (
+	"crypto/x509"
+	"fmt"
+	"os"
 	"time"
 
 	"github.com/pulse-sched/pulse/api"
@@ -54,6 +57,9 @@ type workerFlags struct {
 	Concurrency        int           `name:"concurrency" env:"PULSE_CONCURRENCY" default:"20" help:"Handlers that run at once in this worker."`
 	WorkerPollInterval time.Duration `name:"worker-poll-interval" env:"PULSE_WORKER_POLL_INTERVAL" default:"100ms" help:"Wait between two checks of an empty queue."`
 	DrainTimeout       time.Duration `name:"drain-timeout" env:"PULSE_DRAIN_TIMEOUT" default:"10s" help:"How long a stopping worker lets running handlers finish before it interrupts them."`
+	PluginConcurrency  int           `name:"plugin-concurrency" env:"PULSE_PLUGIN_CONCURRENCY" default:"0" help:"Executions of one plugin endpoint that run at once in this worker; further slots of that endpoint wait without taking a place. 0 means a quarter of --concurrency, at least 1."`
+	PluginIdleTimeout  time.Duration `name:"plugin-idle-timeout" env:"PULSE_PLUGIN_IDLE_TIMEOUT" default:"5m" help:"Close the connection to a plugin endpoint that no execution used for this long."`
+	PluginCAFile       string        `name:"plugin-ca-file" env:"PULSE_PLUGIN_CA_FILE" placeholder:"PATH" help:"PEM file of the CA certificates that verify grpcs:// plugin endpoints. Default: the system's roots."`
 }
 
 func (f redisFlags) storeConfig(retention time.Duration) store.Config {
@@ -77,6 +83,23 @@ func (f schedulerFlags) config() scheduler.Config {
 	return scheduler.Config{PollInterval: f.PollInterval, ClaimLease: f.ClaimLease}
 }
 
-func (f workerFlags) config() worker.Config {
-	return worker.Config{Concurrency: f.Concurrency, PollInterval: f.WorkerPollInterval, DrainTimeout: f.DrainTimeout}
+func (f workerFlags) config() (worker.Config, error) {
+	cfg := worker.Config{
+		Concurrency: f.Concurrency, PollInterval: f.WorkerPollInterval, DrainTimeout: f.DrainTimeout,
+		PluginConcurrency: f.PluginConcurrency, PluginIdleTimeout: f.PluginIdleTimeout,
+	}
+	if f.PluginConcurrency < 0 {
+		return cfg, fmt.Errorf("--plugin-concurrency %d is invalid: it must be 0 (a quarter of --concurrency) or more", f.PluginConcurrency)
+	}
+	if f.PluginCAFile != "" {
+		pem, err := os.ReadFile(f.PluginCAFile)
+		if err != nil {
+			return cfg, fmt.Errorf("--plugin-ca-file: %w", err)
+		}
+		cfg.PluginRootCAs = x509.NewCertPool()
+		if !cfg.PluginRootCAs.AppendCertsFromPEM(pem) {
+			return cfg, fmt.Errorf("--plugin-ca-file %s is invalid: it holds no PEM certificate", f.PluginCAFile)
+		}
+	}
+	return cfg, nil
 }

@@ -38,7 +38,8 @@ type serveCmd struct {
 	schedulerFlags `embed:""`
 	workerFlags    `embed:""`
 
-	DevToken string `name:"dev-token" env:"PULSE_DEV_TOKEN" placeholder:"TOKEN" help:"Token of the development plugin \"dev\" when the embedded Redis runs without a plugins file. Default: a random token printed at start."`
+	DevToken    string `name:"dev-token" env:"PULSE_DEV_TOKEN" placeholder:"TOKEN" help:"Token of the development plugin \"dev\" when the embedded Redis runs without a plugins file. Default: a random token printed at start."`
+	DevEndpoint string `name:"dev-endpoint" env:"PULSE_DEV_ENDPOINT" placeholder:"ENDPOINT" help:"Handler endpoint of the development plugin \"dev\" (host:port, grpc://host:port or grpcs://host:port), so that its schedules can run the handlers it serves. Default: none, only built-in handlers."`
 }
 
 type apiCmd struct {
@@ -63,14 +64,15 @@ type roles struct {
 	scheduler *schedulerFlags
 	worker    *workerFlags
 	// embedded allows an in-memory Redis when no URL is given.
-	embedded bool
-	devToken string
+	embedded    bool
+	devToken    string
+	devEndpoint string
 }
 
 func (c *serveCmd) Run(ctx context.Context, g *globals) error {
 	return runRoles(ctx, g, roles{
 		redis: c.redisFlags, api: &c.apiFlags, scheduler: &c.schedulerFlags, worker: &c.workerFlags,
-		embedded: true, devToken: c.DevToken,
+		embedded: true, devToken: c.DevToken, devEndpoint: c.DevEndpoint,
 	})
 }
 
@@ -138,7 +140,11 @@ func runRoles(ctx context.Context, g *globals, r roles) error {
 		group.Go(func() error { return s.Run(ctx) })
 	}
 	if r.worker != nil {
-		w, err := worker.New(rdb, st, r.worker.config(), logger, m)
+		cfg, err := r.worker.config()
+		if err != nil {
+			return usageError("%v", err)
+		}
+		w, err := worker.New(rdb, st, cfg, logger, m)
 		if err != nil {
 			return usageError("%v", err)
 		}
@@ -228,8 +234,11 @@ func startAPI(ctx context.Context, group *errgroup.Group, g *globals, r roles, r
 	registry := api.NewRegistry()
 	devMode := false
 	switch {
+	case r.devEndpoint != "" && (r.api.PluginsFile != "" || r.redis.RedisURL != ""):
+		return usageError("--dev-endpoint (PULSE_DEV_ENDPOINT) applies only to the development plugin, without --redis-url and --plugins-file: give the endpoint in the plugins file instead")
 	case r.api.PluginsFile != "":
-		if err := registry.LoadFile(r.api.PluginsFile); err != nil {
+		file := api.NewRegistryFile(registry, r.api.PluginsFile, logger, m)
+		if err := file.Load(); err != nil {
 			return usageError("%v", err)
 		}
 		m.RegistryLastReloadSuccess.SetToCurrentTime()
@@ -238,15 +247,23 @@ func startAPI(ctx context.Context, group *errgroup.Group, g *globals, r roles, r
 		if plugins+admins == 0 {
 			logger.Warn("the plugins file lists no plugin and no admin, so every call is rejected as unauthenticated", "path", r.api.PluginsFile)
 		}
-		watchReloadSignal(ctx, logger, registry, r.api.PluginsFile, m)
+		if err := file.Watch(ctx); err != nil {
+			logger.Warn("the plugins file is not watched for changes; reload it with SIGHUP", "path", r.api.PluginsFile, "error", err)
+		}
+		watchReloadSignal(ctx, file)
 	case r.embedded && r.redis.RedisURL == "":
-		token, err := devRegistry(registry, r.devToken)
+		token, err := devRegistry(registry, r.devToken, r.devEndpoint)
 		if err != nil {
-			return err
+			return usageError("%v", err)
 		}
 		m.RegistryLastReloadSuccess.SetToCurrentTime()
 		devMode = true
-		defer fmt.Fprintf(g.stdout, "\nDevelopment mode: plugin \"dev\" accepts this token (not for production):\n\n    export PULSE_TOKEN=%s\n\n", token)
+		defer func() {
+			fmt.Fprintf(g.stdout, "\nDevelopment mode: plugin \"dev\" accepts this token (not for production):\n\n    export PULSE_TOKEN=%s\n\n", token)
+			if r.devEndpoint != "" {
+				fmt.Fprintf(g.stdout, "Its schedules call the handlers that it serves on %s.\n\n", r.devEndpoint)
+			}
+		}()
 	default:
 		return usageError("--plugins-file (PULSE_PLUGINS_FILE) is required with a real Redis: it lists the plugins and the SHA-256 of their tokens (see docs/configuration.md)")
 	}
@@ -328,9 +345,9 @@ func reportHealth(ctx context.Context, logger *slog.Logger, hs *health.Server, s
 // devPlugin is the ats_code of the development plugin.
 const devPlugin = "dev"
 
-// devRegistry fills registry with the development plugin "dev" and returns
-// its token.
-func devRegistry(registry *api.Registry, token string) (string, error) {
+// devRegistry fills registry with the development plugin "dev", with the
+// given endpoint if any, and returns its token.
+func devRegistry(registry *api.Registry, token, endpoint string) (string, error) {
 	if token == "" {
 		b := make([]byte, 16)
 		if _, err := rand.Read(b); err != nil {
@@ -339,16 +356,18 @@ func devRegistry(registry *api.Registry, token string) (string, error) {
 		token = "dev-" + hex.EncodeToString(b)
 	}
 	yaml := fmt.Sprintf("plugins:\n  - ats_code: %s\n    token_sha256: %q\n", devPlugin, api.TokenDigest(token))
+	if endpoint != "" {
+		yaml += fmt.Sprintf("    endpoint: %q\n", endpoint)
+	}
 	if err := registry.Load([]byte(yaml)); err != nil {
-		return "", fmt.Errorf("build development registry: %w", err)
+		return "", fmt.Errorf("development plugin: %w", err)
 	}
 	return token, nil
 }
 
-// watchReloadSignal reloads the registry from path on every SIGHUP until
-// ctx ends. A file that fails to load leaves the previous registry in place.
-// Each reload is counted in pulse_registry_reloads_total{result}.
-func watchReloadSignal(ctx context.Context, logger *slog.Logger, registry *api.Registry, path string, m *metrics.Metrics) {
+// watchReloadSignal reloads the plugins file on every SIGHUP until ctx
+// ends. A file that fails to load leaves the previous registry in place.
+func watchReloadSignal(ctx context.Context, file *api.RegistryFile) {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	go func() {
@@ -358,15 +377,7 @@ func watchReloadSignal(ctx context.Context, logger *slog.Logger, registry *api.R
 			case <-ctx.Done():
 				return
 			case <-hup:
-				if err := registry.LoadFile(path); err != nil {
-					m.RegistryReloads.WithLabelValues(metrics.ReloadFailure).Inc()
-					logger.Error("plugin registry reload failed, keeping the previous one", "path", path, "error", err)
-					continue
-				}
-				m.RegistryReloads.WithLabelValues(metrics.ReloadSuccess).Inc()
-				m.RegistryLastReloadSuccess.SetToCurrentTime()
-				plugins, admins := registry.Size()
-				logger.Info("plugin registry reloaded", "path", path, "plugins", plugins, "admins", admins)
+				file.Reload(api.TriggerSignal, true)
 			}
 		}
 	}()

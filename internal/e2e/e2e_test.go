@@ -92,7 +92,7 @@ func start(t *testing.T) *env {
 
 	registry := api.NewRegistry()
 	require.NoError(t, registry.Load([]byte("plugins:\n  - ats_code: acme\n    token_sha256: "+api.TokenDigest(token)+"\n")))
-	svc, err := api.NewService(st, registry, api.Config{}, logger, m)
+	svc, err := api.NewService(st, registry, api.Config{LocalHandlers: []string{recordName}}, logger, m)
 	require.NoError(t, err)
 	grpcServer := api.NewGRPCServer(svc, health.NewServer(), logger)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
