@@ -221,5 +221,5 @@ var unknownFieldPattern = regexp.MustCompile(`line (\d+): field (\S+) not found 
 // the keys the plugins file allows.
 func explainYAMLError(err error) string {
 	return unknownFieldPattern.ReplaceAllString(err.Error(),
-		"line $1: unknown key \"$2\"; the keys are plugins and admins at the top, ats_code, token_sha256 and endpoint in a plugin, name and token_sha256 in an admin")
+		"line $1: unknown key \"$2\"; the keys are plugins and admins at the top, ats_code, token_sha256, endpoint and handlers in a plugin, name and token_sha256 in an admin")
 }
