@@ -43,10 +43,18 @@ func (s Slot) AsynqMaxRetry() int {
 	return s.MaxRetry + 1
 }
 
+// AsynqTimeoutGrace is added to the deadline that asynq gives a task, so
+// that the worker's own deadline of each attempt ends a handler that runs
+// too long first. The worker then records that attempt's outcome and
+// returns it to asynq. Were asynq's deadline the first, asynq would count
+// the attempt as failed on its own while the worker records it too, so a
+// timed-out last attempt would be recorded twice.
+const AsynqTimeoutGrace = 5 * time.Second
+
 // AsynqTimeout is the deadline to give asynq for the whole task: one
-// attempt's timeout for each slot.
+// attempt's timeout for each slot, plus AsynqTimeoutGrace.
 func (s Slot) AsynqTimeout() time.Duration {
-	return time.Duration(s.Count) * s.Timeout
+	return time.Duration(s.Count)*s.Timeout + AsynqTimeoutGrace
 }
 
 // payload is the JSON body of a slot task.
