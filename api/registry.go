@@ -51,8 +51,8 @@ func (p Principal) IsAdmin() bool { return p.AdminName != "" }
 // registryFile is the YAML layout of the plugins file.
 type registryFile struct {
 	Plugins []struct {
-		ATSCode     string `yaml:"ats_code"`
-		TokenSHA256 string `yaml:"token_sha256"`
+		ATSCode     string   `yaml:"ats_code"`
+		TokenSHA256 string   `yaml:"token_sha256"`
 		Endpoint    string   `yaml:"endpoint"`
 		Handlers    []string `yaml:"handlers"`
 	} `yaml:"plugins"`
