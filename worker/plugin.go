@@ -235,15 +235,16 @@ const slotFormat = "2006-01-02T15:04:05.000Z07:00"
 
 // callError describes a failed call to a plugin. UNIMPLEMENTED is permanent:
 // the endpoint serves gRPC but not PluginHandler.
+// The deadline may end the call on the plugin's side first, which then
+// answers DEADLINE_EXCEEDED before the worker's context ends.
 func callError(ctx context.Context, ep endpoint.Endpoint, err error) error {
-	if ctxErr := ctx.Err(); ctxErr != nil {
-		if errors.Is(ctxErr, context.DeadlineExceeded) {
-			return fmt.Errorf("%s%s did not answer before the attempt's timeout: %w", PluginCallErrorPrefix, ep, ctxErr)
-		}
-		return fmt.Errorf("%s%s: call canceled: %w", PluginCallErrorPrefix, ep, ctxErr)
-	}
 	s := status.Convert(err)
-	if s.Code() == codes.Unimplemented {
+	switch {
+	case errors.Is(ctx.Err(), context.Canceled):
+		return fmt.Errorf("%s%s: call canceled: %w", PluginCallErrorPrefix, ep, ctx.Err())
+	case errors.Is(ctx.Err(), context.DeadlineExceeded) || s.Code() == codes.DeadlineExceeded:
+		return fmt.Errorf("%s%s did not answer before the attempt's timeout: %w", PluginCallErrorPrefix, ep, context.DeadlineExceeded)
+	case s.Code() == codes.Unimplemented:
 		return Permanent(fmt.Errorf("%s%s does not serve protocol.PluginHandler: %s", PluginCallErrorPrefix, ep, s.Message()))
 	}
 	return fmt.Errorf("%s%s: %s: %s", PluginCallErrorPrefix, ep, s.Code(), s.Message())
