@@ -15,9 +15,9 @@ import (
 	"github.com/pulse-sched/pulse/proto/protocolpb"
 )
 
-// fakeAPI answers every call in-band with the code of its token: a token
-// "ok" succeeds, "down" fails with UNAVAILABLE, and any other token is
-// rejected with that token as the error code.
+// fakeAPI responds to every call according to its token: a token "ok"
+// succeeds, "down" fails with UNAVAILABLE, and any other token is rejected
+// in-band with that token as the error code.
 type fakeAPI struct {
 	protocolpb.UnimplementedScheduleServiceServer
 	created chan *protocolpb.CreateScheduleRequest

@@ -17,7 +17,7 @@ const (
 	CodeAlreadyExists      Code = "ALREADY_EXISTS"
 )
 
-// Error is a request that Pulse answered and rejected. Retrying the same
+// Error is a request that Pulse received and rejected. Retrying the same
 // request gives the same error, except for ALREADY_EXISTS.
 //
 // Compare it with the sentinels by code:
@@ -30,7 +30,7 @@ const (
 type Error struct {
 	// Code is the class of the error.
 	Code Code
-	// Message says what was wrong, naming the value and the rule.
+	// Message describes the problem, naming the value and the rule.
 	Message string
 }
 
@@ -60,7 +60,7 @@ var (
 	ErrAlreadyExists      = &Error{Code: CodeAlreadyExists}
 )
 
-// inBand is what every ScheduleService response has in common.
+// inBand is the part that every ScheduleService response shares.
 type inBand interface {
 	GetSuccess() bool
 	GetError() string

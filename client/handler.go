@@ -15,7 +15,7 @@ import (
 	"github.com/pulse-sched/pulse/proto/protocolpb"
 )
 
-// Request is one attempt of one execution that Pulse asks a plugin to run.
+// Request is one attempt of one execution that Pulse sends a plugin to run.
 type Request struct {
 	// ExecutionID is the same for every attempt of a slot: use it to make
 	// the handler's work idempotent.

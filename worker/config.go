@@ -26,7 +26,7 @@ type Config struct {
 	DrainTimeout time.Duration
 	// PluginConcurrency bounds the executions of one plugin endpoint that
 	// run at once in this worker, so that a slow or hanging plugin cannot
-	// take every place of Concurrency; the slots beyond it wait without
+	// take every place of Concurrency. The slots beyond it wait without
 	// holding a place. Default a quarter of Concurrency, at least 1.
 	PluginConcurrency int
 	// PluginIdleTimeout closes the connection to a plugin endpoint that no

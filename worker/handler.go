@@ -20,8 +20,8 @@ type Execution struct {
 	ATSCode     string
 	HandlerName string
 	// SourceURL is the endpoint of the owning plugin, which runs the
-	// handler when the worker has none of that name; empty when the plugin
-	// had no endpoint when the schedule was created.
+	// handler when the worker has none of that name. It is empty when the
+	// plugin had no endpoint when the schedule was created.
 	SourceURL string
 	// Slot is the grid time this execution is for.
 	Slot time.Time

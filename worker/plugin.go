@@ -21,9 +21,9 @@ import (
 )
 
 // PluginCallErrorPrefix starts the error of every attempt whose call to the
-// plugin failed (unreachable, timed out, not a PluginHandler server), so
-// that last_error tells it apart from the plugin's own error texts, which
-// are recorded as they are.
+// plugin failed (unreachable, timed out, not a PluginHandler server). It
+// distinguishes such a last_error from the plugin's own error texts, which
+// are recorded unchanged.
 const PluginCallErrorPrefix = "plugin call failed: "
 
 // errPluginsClosed is the error of a call after the worker stopped.
@@ -236,14 +236,14 @@ const slotFormat = "2006-01-02T15:04:05.000Z07:00"
 // callError describes a failed call to a plugin. UNIMPLEMENTED is permanent:
 // the endpoint serves gRPC but not PluginHandler.
 // The deadline may end the call on the plugin's side first, which then
-// answers DEADLINE_EXCEEDED before the worker's context ends.
+// returns DEADLINE_EXCEEDED before the worker's context ends.
 func callError(ctx context.Context, ep endpoint.Endpoint, err error) error {
 	s := status.Convert(err)
 	switch {
 	case errors.Is(ctx.Err(), context.Canceled):
 		return fmt.Errorf("%s%s: call canceled: %w", PluginCallErrorPrefix, ep, ctx.Err())
 	case errors.Is(ctx.Err(), context.DeadlineExceeded) || s.Code() == codes.DeadlineExceeded:
-		return fmt.Errorf("%s%s did not answer before the attempt's timeout: %w", PluginCallErrorPrefix, ep, context.DeadlineExceeded)
+		return fmt.Errorf("%s%s timed out: no response within the attempt's timeout: %w", PluginCallErrorPrefix, ep, context.DeadlineExceeded)
 	case s.Code() == codes.Unimplemented:
 		return Permanent(fmt.Errorf("%s%s does not serve protocol.PluginHandler: %s", PluginCallErrorPrefix, ep, s.Message()))
 	}

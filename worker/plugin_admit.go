@@ -14,7 +14,7 @@ import (
 // worker remembers. Both are immutable, so an entry never goes stale.
 const targetCacheSize = 10000
 
-// target is what a slot task of a schedule calls.
+// target is the handler and source URL that a schedule's slot tasks call.
 type target struct {
 	handler   string
 	sourceURL string

@@ -144,7 +144,7 @@ func TestPluginCallOutcomes(t *testing.T) {
 	require.ErrorIs(t, err, ErrPermanent)
 
 	err = callPlugin(t, p, testExecution(addr, "hangs"), 300*time.Millisecond)
-	require.ErrorContains(t, err, PluginCallErrorPrefix+"grpc://"+addr+" did not answer before the attempt's timeout")
+	require.ErrorContains(t, err, PluginCallErrorPrefix+"grpc://"+addr+" timed out: no response within the attempt's timeout")
 	require.NotErrorIs(t, err, ErrPermanent)
 
 	require.Equal(t, 2, p.open(), "one connection per source URL")
@@ -171,7 +171,7 @@ func TestPluginCallFailures(t *testing.T) {
 		{"down", closedAddr(t), "Unavailable", false},
 		{"closes every connection", acceptOnly(t, false), "Unavailable", false},
 		{"speaks HTTP/1", http1.Listener.Addr().String(), "Unavailable", false},
-		{"never answers", acceptOnly(t, true), "did not answer before the attempt's timeout", false},
+		{"never answers", acceptOnly(t, true), "timed out: no response within the attempt's timeout", false},
 		{"serves another gRPC API", unimplemented, "does not serve protocol.PluginHandler", true},
 	}
 	p := newTestPlugins(t, pluginConfig{})

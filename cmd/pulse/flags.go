@@ -98,7 +98,7 @@ func (f workerFlags) config() (worker.Config, error) {
 		}
 		cfg.PluginRootCAs = x509.NewCertPool()
 		if !cfg.PluginRootCAs.AppendCertsFromPEM(pem) {
-			return cfg, fmt.Errorf("--plugin-ca-file %s is invalid: it holds no PEM certificate", f.PluginCAFile)
+			return cfg, fmt.Errorf("--plugin-ca-file %s is invalid: it contains no PEM certificate", f.PluginCAFile)
 		}
 	}
 	return cfg, nil

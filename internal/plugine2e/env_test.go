@@ -246,8 +246,8 @@ func (f *fakePlugin) peakArrivals(window time.Duration) int {
 	return peak
 }
 
-// hang returns a handler that never answers: it returns only when the test
-// ends, so every call to it meets its deadline in the worker.
+// hang returns a handler that never responds: it returns only when the test
+// ends, so every call to it reaches its deadline in the worker.
 func hang(t *testing.T) client.HandlerFunc {
 	return func(context.Context, *client.Request) error {
 		<-t.Context().Done()

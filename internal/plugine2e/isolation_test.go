@@ -18,7 +18,7 @@ import (
 )
 
 // acceptOnly listens on loopback and accepts connections until the test
-// ends; with hold it keeps them open without writing a byte, else it closes
+// ends. With hold it keeps them open without writing a byte, else it closes
 // each at once.
 func acceptOnly(t *testing.T, hold bool) string {
 	t.Helper()
@@ -97,10 +97,10 @@ func TestMisbehavingPluginsAreIsolated(t *testing.T) {
 		// wantErr holds alternatives: the error must contain one of them.
 		wantErr []string
 	}{
-		{plugin{"slow", slowAddr}, hangingSchedules, []string{"did not answer before the attempt's timeout"}},
-		// A server that never answers times the call out; once gRPC gives
+		{plugin{"slow", slowAddr}, hangingSchedules, []string{"timed out: no response within the attempt's timeout"}},
+		// A server that never responds times the call out. Once gRPC gives
 		// up the connection (after 5s), calls fail at once.
-		{plugin{"silent", acceptOnly(t, true)}, hangingSchedules, []string{"did not answer before the attempt's timeout", "error reading server preface"}},
+		{plugin{"silent", acceptOnly(t, true)}, hangingSchedules, []string{"timed out: no response within the attempt's timeout", "error reading server preface"}},
 		{plugin{"down", closedAddr(t)}, 1, []string{"Unavailable: connection error", "connection refused"}},
 		{plugin{"http1", http1.Listener.Addr().String()}, 1, []string{"looked like an HTTP/1.1 header"}},
 		{plugin{"closer", acceptOnly(t, false)}, 1, []string{"Unavailable"}},

@@ -148,6 +148,6 @@ func TestPauseAfterFailures(t *testing.T) {
 	require.EqualValues(t, 2, job.GetConsecutiveFailures())
 	require.EqualValues(t, 2, job.GetTotalRuns())
 	require.Contains(t, job.GetLastError(), worker.PluginCallErrorPrefix)
-	require.Contains(t, job.GetLastError(), "did not answer before the attempt's timeout")
+	require.Contains(t, job.GetLastError(), "timed out: no response within the attempt's timeout")
 	require.Len(t, acme.of(hangs), 2)
 }
