@@ -242,6 +242,9 @@ func TestPluginConnectionsCloseWhenIdleAndOnClose(t *testing.T) {
 	require.Eventually(t, func() bool { return p.open() == 0 }, 5*time.Second, 20*time.Millisecond)
 
 	// A new call dials again; close ends it and every later call.
+	release, ok = p.admit(addr)
+	require.True(t, ok)
+	defer release()
 	require.NoError(t, callPlugin(t, p, testExecution(addr, "ok"), 5*time.Second))
 	require.Equal(t, 1, p.open())
 	p.close()
