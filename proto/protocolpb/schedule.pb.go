@@ -303,7 +303,12 @@ type CreateScheduleRequest struct {
 	// Token that identifies the calling plugin.
 	AuthToken string `protobuf:"bytes,1,opt,name=auth_token,json=authToken,proto3" json:"auth_token,omitempty"`
 	// Handler to run at every slot: 1 to 128 characters of letters, digits and
-	// ".", "_", ":" or "-", starting with a letter.
+	// ".", "_", ":" or "-", starting with a letter. It is a built-in handler
+	// (pulse.log, pulse.sleep; other names starting with "pulse." are
+	// INVALID_ARGUMENT) or one that the plugin serves at its registry endpoint
+	// over PluginHandler. A plugin without an endpoint gets INVALID_ARGUMENT
+	// for any name but a built-in; a plugin whose registry entry lists
+	// handlers gets PERMISSION_DENIED for any name not listed.
 	HandlerName string `protobuf:"bytes,2,opt,name=handler_name,json=handlerName,proto3" json:"handler_name,omitempty"`
 	// Distance between two slots, in seconds: from the plugin's minimum
 	// (1 second unless the registry sets more) up to one year.
