@@ -11,7 +11,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/require"
+
+	"github.com/pulse-sched/pulse/internal/metrics"
 )
 
 // recordingHandler keeps the messages of the log records it handles.
@@ -87,7 +90,8 @@ func TestRegistryFileWatch(t *testing.T) {
 
 	logs := &recordingHandler{}
 	registry := NewRegistry()
-	file := NewRegistryFile(registry, path, slog.New(logs))
+	m := metrics.NewUnregistered()
+	file := NewRegistryFile(registry, path, slog.New(logs), m)
 	require.NoError(t, file.Load())
 	require.True(t, authenticates(registry, "token-1"))
 	ctx, cancel := context.WithCancel(context.Background())
@@ -132,10 +136,15 @@ func TestRegistryFileWatch(t *testing.T) {
 	before := logs.count("plugin registry reloaded", "trigger=SIGHUP")
 	file.Reload(TriggerSignal, true)
 	require.Equal(t, before+1, logs.count("plugin registry reloaded", "trigger=SIGHUP"))
+
+	// Every reload is counted by its result.
+	require.Equal(t, float64(logs.count("plugin registry reloaded")), testutil.ToFloat64(m.RegistryReloads.WithLabelValues(metrics.ReloadSuccess)))
+	require.Equal(t, float64(logs.count("plugin registry reload failed")), testutil.ToFloat64(m.RegistryReloads.WithLabelValues(metrics.ReloadFailure)))
+	require.Positive(t, testutil.ToFloat64(m.RegistryLastReloadSuccess))
 }
 
 func TestRegistryFileWatchMissingDirectory(t *testing.T) {
-	file := NewRegistryFile(NewRegistry(), filepath.Join(t.TempDir(), "gone", "plugins.yaml"), slog.New(&recordingHandler{}))
+	file := NewRegistryFile(NewRegistry(), filepath.Join(t.TempDir(), "gone", "plugins.yaml"), slog.New(&recordingHandler{}), metrics.NewUnregistered())
 	require.ErrorContains(t, file.Load(), "read plugins file")
 	require.ErrorContains(t, file.Watch(context.Background()), "watch directory")
 }

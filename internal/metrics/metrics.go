@@ -87,7 +87,8 @@ type Metrics struct {
 	// RegisterScheduler.
 	PartitionsOwned prometheus.Gauge
 
-	// RegistryReloads counts reloads of the plugins file (SIGHUP) by result.
+	// RegistryReloads counts reloads of the plugins file (SIGHUP or a change
+	// of the file) by result.
 	// Only processes that run the API export it; see RegisterAPI.
 	RegistryReloads *prometheus.CounterVec
 	// RegistryLastReloadSuccess is the Unix time of the latest successful
@@ -164,11 +165,11 @@ func New(reg prometheus.Registerer) *Metrics {
 
 		RegistryReloads: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: namespace, Subsystem: "registry", Name: "reloads_total",
-			Help: "Reloads of the plugins file on SIGHUP by result: success or failure. A failed reload keeps the previous registry.",
+			Help: "Reloads of the plugins file on SIGHUP or a change of the file, by result: success or failure. A failed reload keeps the previous registry.",
 		}, []string{"result"}),
 		RegistryLastReloadSuccess: prometheus.NewGauge(prometheus.GaugeOpts{
 			Namespace: namespace, Subsystem: "registry", Name: "last_reload_success_timestamp_seconds",
-			Help: "Unix time of the latest successful load of the plugins file, at start or on SIGHUP.",
+			Help: "Unix time of the latest successful load of the plugins file, at start, on SIGHUP or after a change of the file.",
 		}),
 	}
 
