@@ -150,7 +150,7 @@ func TestSchedulerEnqueue(t *testing.T) {
 		require.Equal(t, "pulse", info.Queue, "queue")
 		require.Equal(t, task.TypeSlot, info.Type, "type")
 		require.Equal(t, 3, info.MaxRetry, "max retry")
-		require.Equal(t, 7*time.Second, info.Timeout, "timeout")
+		require.Equal(t, 7*time.Second+task.AsynqTimeoutGrace, info.Timeout, "timeout")
 		require.Equal(t, 3*time.Minute, info.Retention, "retention")
 		got, err := task.Decode(info.Payload)
 		require.NoError(t, err)
@@ -180,7 +180,7 @@ func TestSchedulerEnqueue(t *testing.T) {
 
 		info := waitForTask(t, rdb, scheduler.QueueDefault, ref)
 
-		require.Equal(t, 11*time.Second, info.Timeout, "timeout")
+		require.Equal(t, 11*time.Second+task.AsynqTimeoutGrace, info.Timeout, "timeout")
 		require.Equal(t, 1, info.MaxRetry, "max retry")
 		got, err := task.Decode(info.Payload)
 		require.NoError(t, err)
@@ -199,7 +199,7 @@ func TestSchedulerEnqueue(t *testing.T) {
 
 		info := waitForTask(t, rdb, scheduler.QueueDefault, ref)
 
-		require.Equal(t, 28*time.Second, info.Timeout, "timeout of four slots")
+		require.Equal(t, 28*time.Second+task.AsynqTimeoutGrace, info.Timeout, "timeout of four slots")
 		require.Equal(t, 2, info.MaxRetry, "max retry")
 		got, err := task.Decode(info.Payload)
 		require.NoError(t, err)

@@ -14,6 +14,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -90,19 +91,34 @@ func newToken(t testing.TB, prefix string) string {
 }
 
 // writeRegistry writes a plugins file with the plugin "obs" and the admin
-// "sre", each with a new random token.
+// "sre", each with a new random token. The plugin's endpoint is a loopback
+// port where nothing listens, so that handlers that no worker registers may
+// be scheduled, and each of their calls fails at once.
 func writeRegistry(t testing.TB) registry {
 	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	endpoint := lis.Addr().String()
+	require.NoError(t, lis.Close())
 	r := registry{
 		Path:        filepath.Join(t.TempDir(), "plugins.yaml"),
 		ATSCode:     "obs",
 		PluginToken: newToken(t, "plugin-"),
 		AdminToken:  newToken(t, "admin-"),
 	}
-	r.contents = fmt.Sprintf("plugins:\n  - ats_code: %s\n    token_sha256: %q\nadmins:\n  - name: sre\n    token_sha256: %q\n",
-		r.ATSCode, api.TokenDigest(r.PluginToken), api.TokenDigest(r.AdminToken))
-	require.NoError(t, os.WriteFile(r.Path, []byte(r.contents), 0o600))
+	r.contents = fmt.Sprintf("plugins:\n  - ats_code: %s\n    token_sha256: %q\n    endpoint: %q\nadmins:\n  - name: sre\n    token_sha256: %q\n",
+		r.ATSCode, api.TokenDigest(r.PluginToken), endpoint, api.TokenDigest(r.AdminToken))
+	replaceFile(t, r.Path, r.contents)
 	return r
+}
+
+// replaceFile writes contents to path through a new file renamed over the
+// old one, so that a process watching the file never reads it half written.
+func replaceFile(t testing.TB, path, contents string) {
+	t.Helper()
+	tmp := path + ".new"
+	require.NoError(t, os.WriteFile(tmp, []byte(contents), 0o600))
+	require.NoError(t, os.Rename(tmp, path))
 }
 
 // create creates a schedule with the plugin's token and returns its ID.

@@ -2,7 +2,6 @@ package obstest_test
 
 import (
 	"context"
-	"os"
 	"syscall"
 	"testing"
 	"time"
@@ -90,29 +89,30 @@ func getUnknown(t *testing.T, client protocolpb.ScheduleServiceClient, token str
 	require.Equal(t, "NOT_FOUND", resp.GetErrorCode())
 }
 
-// reloadRegistry sends SIGHUP with a broken plugins file, then with the
-// original one, and waits for both results in the metrics.
+// reloadRegistry breaks the plugins file, which the API reloads as it
+// changes, sends SIGHUP, which reloads it again, then restores the original
+// file, and waits for each result in the metrics.
 func reloadRegistry(t *testing.T, srv *proctest.Process, reg registry) {
 	t.Helper()
-	require.NoError(t, os.WriteFile(reg.Path, []byte("plugins: [unclosed\n"), 0o600))
+	waitReloads := func(result string, want float64, what string) {
+		t.Helper()
+		require.Eventually(t, func() bool {
+			f, err := tryScrape(srv)
+			v, _ := value(f, "pulse_registry_reloads_total", "result", result)
+			return err == nil && v == want
+		}, 10*time.Second, 100*time.Millisecond, what)
+	}
+	replaceFile(t, reg.Path, "plugins: [unclosed\n")
+	waitReloads("failure", 1, "a failed reload after the change")
 	srv.Signal(t, syscall.SIGHUP)
-	require.Eventually(t, func() bool {
-		f, err := tryScrape(srv)
-		v, _ := value(f, "pulse_registry_reloads_total", "result", "failure")
-		return err == nil && v == 1
-	}, 10*time.Second, 100*time.Millisecond, "a failed reload")
+	waitReloads("failure", 2, "a failed reload on SIGHUP")
 
-	require.NoError(t, os.WriteFile(reg.Path, []byte(reg.contents), 0o600))
 	before := time.Now()
-	srv.Signal(t, syscall.SIGHUP)
-	require.Eventually(t, func() bool {
-		f, err := tryScrape(srv)
-		v, _ := value(f, "pulse_registry_reloads_total", "result", "success")
-		return err == nil && v == 1
-	}, 10*time.Second, 100*time.Millisecond, "a successful reload")
+	replaceFile(t, reg.Path, reg.contents)
+	waitReloads("success", 1, "a successful reload after the change")
 
 	f := scrape(t, srv)
-	require.Equal(t, 1.0, mustValue(t, f, "pulse_registry_reloads_total", "result", "failure"))
+	require.Equal(t, 2.0, mustValue(t, f, "pulse_registry_reloads_total", "result", "failure"))
 	last := mustValue(t, f, "pulse_registry_last_reload_success_timestamp_seconds")
 	require.GreaterOrEqual(t, last, float64(before.Unix()), "last successful reload time")
 }

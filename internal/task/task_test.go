@@ -157,10 +157,10 @@ func TestAsynqOptions(t *testing.T) {
 	})
 
 	t.Run("timeout of one slot", func(t *testing.T) {
-		require.Equal(t, 45*time.Second, testSlot(1).AsynqTimeout())
+		require.Equal(t, 45*time.Second+AsynqTimeoutGrace, testSlot(1).AsynqTimeout())
 	})
 
 	t.Run("timeout of a range", func(t *testing.T) {
-		require.Equal(t, 4*45*time.Second, testSlot(4).AsynqTimeout())
+		require.Equal(t, 4*45*time.Second+AsynqTimeoutGrace, testSlot(4).AsynqTimeout())
 	})
 }
