@@ -105,7 +105,10 @@ func TestLongPauseNoBurst(t *testing.T) {
 	t.Parallel()
 	const interval = 100 * time.Millisecond
 	e := newEnv(t, envOptions{})
-	e.scheduler("scheduler-1", nil)
+	// A partition with nothing due is polled every --poll-interval (200ms by
+	// default), which would make the first slot after the resume a misfire
+	// at this 100ms interval; 20ms keeps the poll well inside one interval.
+	e.scheduler("scheduler-1", map[string]string{"PULSE_POLL_INTERVAL": "20ms"})
 	e.worker("worker-1", nil)
 	s := e.createDirect(interval, store.Options{MaxRetry: 3})
 	waitFor(t, 10*time.Second, "a few runs", func() bool { return len(e.runs()[s.ID]) >= 5 })
