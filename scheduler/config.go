@@ -22,7 +22,7 @@ type Config struct {
 	// claims. Default 1s.
 	ReclaimInterval time.Duration
 	// EnqueueConcurrency is the number of enqueues in flight at once per
-	// scheduler. Default 16.
+	// scheduler. Default 64.
 	EnqueueConcurrency int
 	// Queue is the asynq queue that slot tasks go to. Default "pulse".
 	Queue string
@@ -42,7 +42,7 @@ const (
 	ClaimBatchDefault         = 256
 	ClaimLeaseDefault         = 10 * time.Second
 	ReclaimIntervalDefault    = time.Second
-	EnqueueConcurrencyDefault = 16
+	EnqueueConcurrencyDefault = 64
 	QueueDefault              = "pulse"
 	TaskTimeoutDefault        = 30 * time.Second
 	TaskRetentionDefault      = 5 * time.Minute

@@ -125,7 +125,16 @@ func runRoles(ctx context.Context, g *globals, r roles) error {
 	}
 	if r.scheduler != nil {
 		m.RegisterScheduler(reg)
-		client := asynq.NewClientFromRedisClient(rdb)
+		// The scheduler enqueues many slots at once, each one asynq script
+		// call. go-redis's autopipeliner sends the calls of concurrent
+		// enqueues to Redis as one pipeline, which saves a round trip and a
+		// read and write system call per slot on both sides.
+		enqueueRedis, err := rdb.AutoPipeline()
+		if err != nil {
+			return fmt.Errorf("set up pipelined enqueues: %w", err)
+		}
+		defer enqueueRedis.Close()
+		client := asynq.NewClientFromRedisClient(enqueueRedis)
 		s, err := scheduler.New(st, client, r.scheduler.config(), logger, m)
 		if err != nil {
 			return usageError("%v", err)

@@ -66,6 +66,9 @@ func Start(opts Options) (*Server, error) {
 	if opts.Sentinel && opts.ConfigFile == "" {
 		return nil, errors.New("redisproc: a sentinel needs Options.ConfigFile")
 	}
+	if err := os.MkdirAll(opts.Dir, 0o755); err != nil {
+		return nil, err
+	}
 
 	attempts := 1
 	if opts.Port == 0 {
