@@ -13,8 +13,10 @@ type Config struct {
 	// Queue is the asynq queue that slot tasks come from. Default "pulse".
 	Queue string
 	// PollInterval is the time between two checks of an empty queue, and so
-	// bounds the delay from enqueue to start when the worker is idle.
-	// Default 100ms.
+	// bounds the delay from enqueue to start when the worker is idle. After
+	// finding the queue empty, asynq v0.25.1 dequeues nothing for between
+	// half and 1.5 times this, so a worker whose queue runs empty now and
+	// then delays the next slots by up to that much. Default 20ms.
 	PollInterval time.Duration
 	// RunningLeaseGrace is added to a task's timeout to make the lease of the
 	// schedule's running marker, which outlives a worker that dies mid-run.
@@ -41,7 +43,7 @@ type Config struct {
 const (
 	ConcurrencyDefault       = 20
 	QueueDefault             = "pulse"
-	PollIntervalDefault      = 100 * time.Millisecond
+	PollIntervalDefault      = 20 * time.Millisecond
 	RunningLeaseGraceDefault = 10 * time.Second
 	DrainTimeoutDefault      = 10 * time.Second
 	PluginIdleTimeoutDefault = 5 * time.Minute

@@ -55,7 +55,7 @@ type schedulerFlags struct {
 // workerFlags are the settings of the worker role.
 type workerFlags struct {
 	Concurrency        int           `name:"concurrency" env:"PULSE_CONCURRENCY" default:"20" help:"Handlers that run at once in this worker."`
-	WorkerPollInterval time.Duration `name:"worker-poll-interval" env:"PULSE_WORKER_POLL_INTERVAL" default:"100ms" help:"Wait between two checks of an empty queue."`
+	WorkerPollInterval time.Duration `name:"worker-poll-interval" env:"PULSE_WORKER_POLL_INTERVAL" default:"20ms" help:"Wait between two checks of an empty queue."`
 	DrainTimeout       time.Duration `name:"drain-timeout" env:"PULSE_DRAIN_TIMEOUT" default:"10s" help:"How long a stopping worker lets running handlers finish before it interrupts them."`
 	PluginConcurrency  int           `name:"plugin-concurrency" env:"PULSE_PLUGIN_CONCURRENCY" default:"0" help:"Executions of one plugin endpoint that run at once in this worker; further slots of that endpoint wait without taking a place. 0 means a quarter of --concurrency, at least 1."`
 	PluginIdleTimeout  time.Duration `name:"plugin-idle-timeout" env:"PULSE_PLUGIN_IDLE_TIMEOUT" default:"5m" help:"Close the connection to a plugin endpoint that no execution used for this long."`
