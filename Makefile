@@ -29,6 +29,10 @@ test-faults: ## Run the fault-injection suite: real processes, killed, frozen, s
 test-short: ## Run the fast tests only.
 	$(GO) test -race -count=1 -short ./...
 
+bench: build ## Run the benchmarks (about 10 minutes) and print the table; BENCH_FLAGS adds flags.
+	$(GO) build -o $(BIN)/pulse-bench ./cmd/pulse-bench
+	$(BIN)/pulse-bench --pulse $(BIN)/pulse $(BENCH_FLAGS)
+
 lint: ## Run go vet and check formatting.
 	$(GO) vet ./...
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); \
