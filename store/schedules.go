@@ -60,9 +60,9 @@ func (s *Store) CreateSchedule(ctx context.Context, n NewSchedule) (*Schedule, e
 
 	o := n.Options
 	keys := []string{s.keys.ScheduleKey(p, n.ID), s.keys.SpecKey(p, n.ID), s.keys.DueKey(p), s.keys.OwnersKey(p)}
-	v, err := createScript.Run(ctx, s.rdb, keys, n.ID, n.ATSCode, n.Interval.Milliseconds(), mode, blob, anchor,
+	v, err := s.runMutation(ctx, createScript, keys[0], keys, n.ID, n.ATSCode, n.Interval.Milliseconds(), mode, blob, anchor,
 		o.Timeout.Milliseconds(), o.MaxRetry, string(o.Misfire), o.MisfireWindow.Milliseconds(),
-		string(o.Overlap), o.PauseAfterFailures).Result()
+		string(o.Overlap), o.PauseAfterFailures)
 	if err != nil {
 		return nil, fmt.Errorf("create schedule %s: %w", n.ID, err)
 	}
@@ -191,7 +191,7 @@ func (s *Store) setState(ctx context.Context, id, owner string, target State) (b
 		s.keys.ScheduleKey(p, id), s.keys.SpecKey(p, id), s.keys.DueKey(p),
 		s.keys.PausedKey(p), s.keys.DeletedKey(p), s.keys.OwnersKey(p), s.keys.ErrorKey(p, id),
 	}
-	v, err := setStateScript.Run(ctx, s.rdb, keys, id, owner, string(target), s.cfg.DeletedRetention.Milliseconds()).Result()
+	v, err := s.runMutation(ctx, setStateScript, keys[0], keys, id, owner, string(target), s.cfg.DeletedRetention.Milliseconds())
 	if err != nil {
 		return false, fmt.Errorf("set schedule %s to %s: %w", id, target, err)
 	}

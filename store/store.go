@@ -45,6 +45,12 @@ type Config struct {
 	// DeletedRetention is how long a deleted schedule stays readable before
 	// Redis removes it. Default 7 days.
 	DeletedRetention time.Duration
+	// WaitReplicas, when above zero, makes every create, pause, resume and
+	// delete wait until that many replicas have the change (Redis WAIT), and
+	// return ErrNotReplicated when fewer confirm it within WaitTimeout.
+	WaitReplicas int
+	// WaitTimeout bounds the wait for replicas. Default 1s.
+	WaitTimeout time.Duration
 }
 
 // Defaults of Config.
@@ -67,6 +73,9 @@ func (c Config) withDefaults() Config {
 	if c.DeletedRetention == 0 {
 		c.DeletedRetention = DeletedRetentionDefault
 	}
+	if c.WaitTimeout == 0 {
+		c.WaitTimeout = WaitTimeoutDefault
+	}
 	return c
 }
 
@@ -76,6 +85,12 @@ func (c Config) validate() error {
 	}
 	if c.DeletedRetention < time.Second {
 		return fmt.Errorf("deleted retention %s is too short: it must be at least 1s", c.DeletedRetention)
+	}
+	if c.WaitReplicas < 0 {
+		return fmt.Errorf("wait replicas %d is invalid: it must not be negative", c.WaitReplicas)
+	}
+	if c.WaitTimeout < time.Millisecond {
+		return fmt.Errorf("wait timeout %s is too short: it must be at least 1ms", c.WaitTimeout)
 	}
 	return nil
 }

@@ -32,6 +32,8 @@ type apiFlags struct {
 	PluginsFile      string        `name:"plugins-file" env:"PULSE_PLUGINS_FILE" placeholder:"PATH" help:"YAML registry of plugins and admins and the SHA-256 of their tokens. Reloaded on SIGHUP."`
 	DeletedRetention time.Duration `name:"deleted-retention" env:"PULSE_DELETED_RETENTION" default:"168h" help:"How long a deleted schedule stays readable before it is removed."`
 	MaxPayloadBytes  int           `name:"max-payload-bytes" env:"PULSE_MAX_PAYLOAD_BYTES" default:"1048576" help:"Largest payload a schedule may carry, in bytes."`
+	WaitReplicas     int           `name:"wait-replicas" env:"PULSE_WAIT_REPLICAS" default:"0" help:"Replicas that must have each create, pause, resume and delete (Redis WAIT) before the call succeeds; 0 does not wait. See docs/configuration.md for what it protects."`
+	WaitTimeout      time.Duration `name:"wait-timeout" env:"PULSE_WAIT_TIMEOUT" default:"1s" help:"Longest wait for --wait-replicas; a change that too few replicas confirmed in time fails with UNAVAILABLE."`
 	MinInterval      time.Duration `name:"min-interval" env:"PULSE_MIN_INTERVAL" default:"1s" help:"Shortest interval a schedule may have; whole seconds."`
 	DefaultTimeout   time.Duration `name:"default-timeout" env:"PULSE_DEFAULT_TIMEOUT" default:"30s" help:"Deadline of one handler attempt for schedules whose request sets no timeout_seconds."`
 	DefaultRetries   int           `name:"default-max-retries" env:"PULSE_DEFAULT_MAX_RETRIES" default:"3" help:"Retries after a failed attempt for schedules whose request sets no max_retries; 0 disables retries."`

@@ -98,11 +98,13 @@ func runRoles(ctx context.Context, g *globals, r roles) error {
 	}
 	defer closeRedis()
 
-	retention := store.DeletedRetentionDefault
+	storeConfig := r.redis.storeConfig(store.DeletedRetentionDefault)
 	if r.api != nil {
-		retention = r.api.DeletedRetention
+		storeConfig = r.redis.storeConfig(r.api.DeletedRetention)
+		storeConfig.WaitReplicas = r.api.WaitReplicas
+		storeConfig.WaitTimeout = r.api.WaitTimeout
 	}
-	st, err := store.New(rdb, r.redis.storeConfig(retention))
+	st, err := store.New(rdb, storeConfig)
 	if err != nil {
 		return usageError("%v", err)
 	}
