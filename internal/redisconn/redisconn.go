@@ -110,6 +110,9 @@ func NewClient(rawURL string) (redis.UniversalClient, error) {
 	if err != nil {
 		return nil, err
 	}
+	if opts.IsClusterMode {
+		return newClusterClient(opts), nil
+	}
 	return redis.NewUniversalClient(opts), nil
 }
 
