@@ -99,22 +99,29 @@ func dueMembers(ctx context.Context, e *env) ([][]string, error) {
 	return out, nil
 }
 
-// setDue rewrites the due score of schedules: score(i) is the slot of the
-// i-th schedule over all partitions. The claim script takes a due score
-// later than the schedule's grid slot as the slot, so the rewritten score
-// becomes the slot that is claimed and enqueued.
+// setDue moves the next slot of schedules: the i-th schedule over all
+// partitions gets the slot score(i). It rewrites the grid anchor and next
+// slot of the schedule hash (fields "an" and "nx", see the field constants in
+// store/schedule.go) and the due score, so that the claim script, which
+// claims the latest slot of the grid, claims exactly that slot.
 func setDue(ctx context.Context, e *env, members [][]string, score func(i int) time.Time) error {
 	keys := e.store.Keys()
 	i := 0
 	for p, ids := range members {
-		for start := 0; start < len(ids); start += 5000 {
-			end := min(start+5000, len(ids))
+		for start := 0; start < len(ids); start += 2000 {
+			end := min(start+2000, len(ids))
 			z := make([]redis.Z, 0, end-start)
-			for _, id := range ids[start:end] {
-				z = append(z, redis.Z{Score: float64(score(i).UnixMilli()), Member: id})
-				i++
-			}
-			if err := e.rdb.ZAddXX(ctx, keys.DueKey(p), z...).Err(); err != nil {
+			_, err := e.rdb.Pipelined(ctx, func(pipe redis.Pipeliner) error {
+				for _, id := range ids[start:end] {
+					ms := score(i).UnixMilli()
+					pipe.HSet(ctx, keys.ScheduleKey(p, id), "an", ms, "nx", ms)
+					z = append(z, redis.Z{Score: float64(ms), Member: id})
+					i++
+				}
+				pipe.ZAddXX(ctx, keys.DueKey(p), z...)
+				return nil
+			})
+			if err != nil {
 				return err
 			}
 		}

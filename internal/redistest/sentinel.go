@@ -29,16 +29,31 @@ type Sentinel struct {
 // the replica and each other, and how long a failover may take.
 const sentinelReadyTimeout = 30 * time.Second
 
+// SentinelOptions sets up StartSentinel.
+type SentinelOptions struct {
+	// MinReplicasToWrite sets min-replicas-to-write on the first master.
+	// With 1, it rejects writes as soon as a failover takes its replica
+	// away, instead of accepting writes that the new master never receives
+	// until a sentinel turns it into a replica, up to 10s later. The replica
+	// lacks the setting, so it accepts writes once promoted, before its own
+	// new replica has joined.
+	MinReplicasToWrite int
+}
+
 // StartSentinel starts a master, one replica and three sentinels with quorum
 // 2 on loopback ports, waits until the sentinels know the replica and each
 // other, and stops them all at the end of the test. A master that stops
 // answering for 1s is failed over.
-func StartSentinel(t testing.TB) *Sentinel {
+func StartSentinel(t testing.TB, opts SentinelOptions) *Sentinel {
 	t.Helper()
 	s := &Sentinel{t: t}
 	t.Cleanup(s.stopAll)
 
-	master, err := redisproc.Start(redisproc.Options{Dir: t.TempDir()})
+	var masterArgs []string
+	if opts.MinReplicasToWrite > 0 {
+		masterArgs = []string{"--min-replicas-to-write", fmt.Sprint(opts.MinReplicasToWrite), "--min-replicas-max-lag", "10"}
+	}
+	master, err := redisproc.Start(redisproc.Options{Dir: t.TempDir(), Args: masterArgs})
 	if err != nil {
 		t.Fatalf("redistest: start master: %v", err)
 	}
