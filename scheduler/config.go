@@ -21,6 +21,13 @@ type Config struct {
 	// ReclaimInterval is the time between two passes that take over expired
 	// claims. Default 1s.
 	ReclaimInterval time.Duration
+	// PartitionLease is how long a replica holds a partition's lease
+	// without renewing it. Replicas renew, and rebalance, every third of
+	// it, so a partition whose owner died is taken over within 4/3 of it,
+	// and one whose owner stopped gracefully or that moves to a joining
+	// replica within 2/3 of it. Default 3s; a negative value turns leases
+	// off, and every replica then claims from every partition.
+	PartitionLease time.Duration
 	// EnqueueConcurrency is the number of enqueues in flight at once per
 	// scheduler. Default 64.
 	EnqueueConcurrency int
@@ -43,6 +50,7 @@ const (
 	ClaimLeaseDefault         = 10 * time.Second
 	ReclaimIntervalDefault    = time.Second
 	EnqueueConcurrencyDefault = 64
+	PartitionLeaseDefault     = 3 * time.Second
 	QueueDefault              = "pulse"
 	TaskTimeoutDefault        = 30 * time.Second
 	TaskRetentionDefault      = 5 * time.Minute
@@ -60,6 +68,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.ReclaimInterval == 0 {
 		c.ReclaimInterval = ReclaimIntervalDefault
+	}
+	if c.PartitionLease == 0 {
+		c.PartitionLease = PartitionLeaseDefault
 	}
 	if c.EnqueueConcurrency == 0 {
 		c.EnqueueConcurrency = EnqueueConcurrencyDefault
@@ -86,6 +97,8 @@ func (c Config) validate() error {
 		return fmt.Errorf("claim lease %s is too short: it must be at least 1s", c.ClaimLease)
 	case c.ReclaimInterval < 10*time.Millisecond:
 		return fmt.Errorf("reclaim interval %s is too short: it must be at least 10ms", c.ReclaimInterval)
+	case c.PartitionLease > 0 && c.PartitionLease < 300*time.Millisecond:
+		return fmt.Errorf("partition lease %s is too short: it must be at least 300ms, or negative to turn leases off", c.PartitionLease)
 	case c.EnqueueConcurrency < 1:
 		return fmt.Errorf("enqueue concurrency %d is invalid: it must be at least 1", c.EnqueueConcurrency)
 	case c.TaskTimeout < time.Second:

@@ -45,8 +45,11 @@ type Scheduler struct {
 
 	// enqueueSlots bounds the enqueues in flight across all partitions.
 	enqueueSlots chan struct{}
-	// lastPass is the Unix nanosecond time of the latest claim pass that
-	// reached Redis, for readiness.
+	// replica identifies this scheduler among the replicas that share the
+	// partitions through leases.
+	replica string
+	// lastPass is the Unix nanosecond time of the latest claim pass or
+	// heartbeat that reached Redis, for readiness.
 	lastPass atomic.Int64
 	// beforeEnqueue, when set, runs after a claim and before its enqueues.
 	// Tests use it to stop a scheduler between the two steps.
@@ -67,6 +70,7 @@ func New(st *store.Store, enqueuer Enqueuer, cfg Config, logger *slog.Logger, m 
 		metrics:      m,
 		limiter:      logging.NewLimiter(30 * time.Second),
 		enqueueSlots: make(chan struct{}, cfg.EnqueueConcurrency),
+		replica:      newReplicaID(),
 	}, nil
 }
 
@@ -80,17 +84,23 @@ func (s *Scheduler) SetBeforeEnqueue(hook func([]store.ClaimedSlot)) {
 // after ctx ends; Redis failures are retried, never returned.
 func (s *Scheduler) Run(ctx context.Context) error {
 	partitions := s.store.Keys().Partitions()
-	s.logger.Info("scheduler started", "partitions", partitions,
-		"poll_interval", s.cfg.PollInterval.String(), "claim_lease", s.cfg.ClaimLease.String())
-	s.metrics.PartitionsOwned.Set(float64(partitions))
+	s.logger.Info("scheduler started", "partitions", partitions, "replica", s.replica,
+		"poll_interval", s.cfg.PollInterval.String(), "claim_lease", s.cfg.ClaimLease.String(),
+		"partition_lease", s.cfg.PartitionLease.String())
 	defer s.metrics.PartitionsOwned.Set(0)
 
+	if s.cfg.PartitionLease > 0 {
+		s.runLeased(ctx)
+		s.logger.Info("scheduler stopped")
+		return nil
+	}
+	s.metrics.PartitionsOwned.Set(float64(partitions))
 	var wg sync.WaitGroup
 	for p := 0; p < partitions; p++ {
 		wg.Add(2)
 		go func() {
 			defer wg.Done()
-			s.runPartition(ctx, p)
+			s.runPartition(ctx, p, 0)
 		}()
 		go func() {
 			defer wg.Done()
@@ -103,8 +113,8 @@ func (s *Scheduler) Run(ctx context.Context) error {
 	return nil
 }
 
-// LastPass returns the time of the latest claim pass that reached Redis; zero
-// before the first.
+// LastPass returns the time of the latest claim pass or heartbeat that
+// reached Redis; zero before the first.
 func (s *Scheduler) LastPass() time.Time {
 	ns := s.lastPass.Load()
 	if ns == 0 {
@@ -114,17 +124,22 @@ func (s *Scheduler) LastPass() time.Time {
 }
 
 // runPartition claims and enqueues the due slots of partition p until ctx
-// ends.
-func (s *Scheduler) runPartition(ctx context.Context, p int) {
+// ends. With a fencing token above zero it claims as the holder of the
+// partition's lease, and returns once a claim is fenced.
+func (s *Scheduler) runPartition(ctx context.Context, p int, fence int64) {
 	s.logger.Debug("partition loop started", "partition", p)
 	defer s.logger.Debug("partition loop stopped", "partition", p)
 
 	retry := newRetryBackOff()
 	failures := 0
 	for {
-		wait, err := s.dispatchOnce(ctx, p)
+		wait, err := s.dispatchOnce(ctx, p, fence)
 		if err != nil {
 			if ctx.Err() != nil {
+				return
+			}
+			if isFenced(err) {
+				s.logger.Info("partition lease taken by another scheduler, stopping its claims", "partition", p)
 				return
 			}
 			failures++
@@ -145,9 +160,9 @@ func (s *Scheduler) runPartition(ctx context.Context, p int) {
 
 // dispatchOnce claims the due slots of partition p, enqueues them and
 // acknowledges them. It returns how long to wait before the next pass.
-func (s *Scheduler) dispatchOnce(ctx context.Context, p int) (time.Duration, error) {
+func (s *Scheduler) dispatchOnce(ctx context.Context, p int, fence int64) (time.Duration, error) {
 	start := time.Now()
-	claim, err := s.store.ClaimDue(ctx, p, s.cfg.ClaimBatch, s.cfg.ClaimLease)
+	claim, err := s.store.ClaimDueFenced(ctx, p, s.cfg.ClaimBatch, s.cfg.ClaimLease, fence)
 	if err != nil {
 		return 0, err
 	}

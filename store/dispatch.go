@@ -114,12 +114,29 @@ const claimFields = 8
 // then calls AckSlots; if it stops before that, ReclaimExpired hands the
 // ranges to another caller once the lease ends.
 func (s *Store) ClaimDue(ctx context.Context, p, max int, lease time.Duration) (Claim, error) {
+	return s.claimDue(ctx, p, max, lease, 0)
+}
+
+// ClaimDueFenced is ClaimDue for the holder of partition p's lease with the
+// fencing token fence (see AcquireLease). It returns ErrFenced and claims
+// nothing when another replica acquired the lease since.
+func (s *Store) ClaimDueFenced(ctx context.Context, p, max int, lease time.Duration, fence int64) (Claim, error) {
+	return s.claimDue(ctx, p, max, lease, fence)
+}
+
+func (s *Store) claimDue(ctx context.Context, p, max int, lease time.Duration, fence int64) (Claim, error) {
 	keys := []string{s.keys.DueKey(p), s.keys.InflightKey(p)}
-	v, err := claimScript.Run(ctx, s.rdb, keys, s.keys.schedulePrefix(p), max, lease.Milliseconds(), CatchUpMax).Result()
+	if fence > 0 {
+		keys = append(keys, s.keys.LeaseKey(p))
+	}
+	v, err := claimScript.Run(ctx, s.rdb, keys, s.keys.schedulePrefix(p), max, lease.Milliseconds(), CatchUpMax, fence).Result()
 	if err != nil {
 		return Claim{}, fmt.Errorf("claim due slots in partition %d: %w", p, err)
 	}
 	out, err := scriptResult(v)
+	if err == nil && len(out) == 2 && asInt64(out[1]) == -2 {
+		return Claim{}, fmt.Errorf("claim due slots in partition %d with fencing token %d: %w", p, fence, ErrFenced)
+	}
 	if err != nil || len(out) < 2 || (len(out)-2)%claimFields != 0 {
 		return Claim{}, fmt.Errorf("claim due slots in partition %d: unexpected script reply %v", p, v)
 	}

@@ -98,6 +98,21 @@ func (k Keys) InflightKey(p int) string {
 	return k.partitionPrefix(p) + "inflight"
 }
 
+// LeaseKey is a HASH with the lease of partition p among scheduler
+// replicas: "owner" (replica ID, empty once released), "until" (end of the
+// lease, Unix milliseconds) and "token" (fencing token, raised by every
+// acquisition). It has no TTL: the token must outlive every lease.
+func (k Keys) LeaseKey(p int) string {
+	return k.partitionPrefix(p) + "lease"
+}
+
+// SchedulersKey is a ZSET of the live scheduler replicas, scored by the Unix
+// time in milliseconds at which each one counts as gone unless it sends
+// another heartbeat.
+func (k Keys) SchedulersKey() string {
+	return k.prefix + ":schedulers"
+}
+
 // schedulePrefix is ScheduleKey without the ID, for scripts that build the
 // keys of the schedules they find in a ZSET of the same partition.
 func (k Keys) schedulePrefix(p int) string {

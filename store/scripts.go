@@ -166,15 +166,22 @@ return {'ok', 1}
 // The due score of a schedule is the time to look at it again: its next slot
 // ("nx" in the hash), or later while an earlier claim is in flight.
 //
-// KEYS[1] due zset, KEYS[2] inflight zset
+// KEYS[1] due zset, KEYS[2] inflight zset, and KEYS[3], the partition's
+// lease hash, only when the caller claims as the lease holder
 // ARGV[1] schedule key prefix, ARGV[2] maximum number of schedules to claim,
-// ARGV[3] claim lease in ms, ARGV[4] maximum slots in one range
+// ARGV[3] claim lease in ms, ARGV[4] maximum slots in one range, ARGV[5] the
+// caller's fencing token when KEYS[3] is given
 // Returns {now ms, earliest remaining due score or -1, then per schedule:
 // ID, first claimed slot ms (0 when none), generation, skipped slot count,
-// claimed slot count, interval ms, timeout ms, max retries}.
+// claimed slot count, interval ms, timeout ms, max retries}, or {now ms, -2}
+// without claiming anything when the lease's token is not the caller's.
 // Cost: O(m log n) for m claimed schedules in a due set of n.
 var claimScript = redis.NewScript(luaNow + `
 local now = nowMS()
+if KEYS[3] and redis.call('HGET', KEYS[3], 'token') ~= ARGV[5] then
+  -- Fenced: another scheduler acquired the partition's lease since.
+  return {now, -2}
+end
 local lease = tonumber(ARGV[3])
 local rangeMax = tonumber(ARGV[4])
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'WITHSCORES', 'LIMIT', 0, tonumber(ARGV[2]))
@@ -473,4 +480,66 @@ for i = 1, #candidates, 2 do
   end
 end
 return out
+`)
+
+// acquireLeaseScript acquires or renews the lease of one partition for a
+// scheduler replica. A lease that ended is taken over with a new fencing
+// token, one more than the last; a renewal keeps the token.
+//
+// KEYS[1] lease hash
+// ARGV[1] replica ID, ARGV[2] lease length in ms
+// Returns {1, token, end ms} when the caller holds the lease, or
+// {0, holder, end ms} when another replica does.
+// Cost: O(1).
+var acquireLeaseScript = redis.NewScript(luaNow + `
+local now = nowMS()
+local f = redis.call('HMGET', KEYS[1], 'owner', 'until', 'token')
+local ends = now + tonumber(ARGV[2])
+if f[1] == ARGV[1] and tonumber(f[2] or '0') > now then
+  redis.call('HSET', KEYS[1], 'until', ends)
+  return {1, tonumber(f[3]), ends}
+end
+if f[1] and f[1] ~= '' and tonumber(f[2] or '0') > now then
+  return {0, f[1], tonumber(f[2])}
+end
+local token = redis.call('HINCRBY', KEYS[1], 'token', 1)
+redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'until', ends)
+return {1, token, ends}
+`)
+
+// releaseLeaseScript ends a partition's lease at once if the caller still
+// holds it with the given token, so that the next owner need not wait for
+// it to run out. The token stays, so the next acquisition gets a higher one.
+//
+// KEYS[1] lease hash
+// ARGV[1] replica ID, ARGV[2] fencing token
+// Returns 1 when the lease was released, else 0.
+// Cost: O(1).
+var releaseLeaseScript = redis.NewScript(`
+local f = redis.call('HMGET', KEYS[1], 'owner', 'token')
+if f[1] == ARGV[1] and f[2] == ARGV[2] then
+  redis.call('HSET', KEYS[1], 'owner', '', 'until', 0)
+  return 1
+end
+return 0
+`)
+
+// heartbeatScript records a scheduler replica as alive until now plus a
+// time to live, forgets the replicas whose time ran out, and returns the
+// live ones.
+//
+// KEYS[1] schedulers zset
+// ARGV[1] replica ID, ARGV[2] time to live in ms, ARGV[3] "1" to leave
+// instead
+// Returns the IDs of the live replicas, sorted.
+// Cost: O(log n + m) for n replicas, m of them expired.
+var heartbeatScript = redis.NewScript(luaNow + `
+local now = nowMS()
+if ARGV[3] == '1' then
+  redis.call('ZREM', KEYS[1], ARGV[1])
+else
+  redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+return redis.call('ZRANGE', KEYS[1], 0, -1)
 `)

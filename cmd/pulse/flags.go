@@ -44,8 +44,9 @@ type apiFlags struct {
 
 // schedulerFlags are the settings of the scheduler role.
 type schedulerFlags struct {
-	PollInterval time.Duration `name:"poll-interval" env:"PULSE_POLL_INTERVAL" default:"200ms" help:"Longest wait between two claims of a partition when nothing is due sooner."`
-	ClaimLease   time.Duration `name:"claim-lease" env:"PULSE_CLAIM_LEASE" default:"10s" help:"How long a claimed slot waits for its enqueue before another scheduler takes it over."`
+	PollInterval   time.Duration `name:"poll-interval" env:"PULSE_POLL_INTERVAL" default:"200ms" help:"Longest wait between two claims of a partition when nothing is due sooner."`
+	ClaimLease     time.Duration `name:"claim-lease" env:"PULSE_CLAIM_LEASE" default:"10s" help:"How long a claimed slot waits for its enqueue before another scheduler takes it over."`
+	PartitionLease time.Duration `name:"partition-lease" env:"PULSE_PARTITION_LEASE" default:"3s" help:"How long a scheduler holds a partition without renewing it; a dead scheduler's partitions move to the others within 4/3 of it. Negative: every scheduler claims from every partition."`
 	// Failpoint stops the process at a chosen step, for fault-injection
 	// tests: "exit-after-claim" exits with status 137 right after the first
 	// claim that returned slots, before enqueuing them; "stop-after-claim"
@@ -82,7 +83,7 @@ func (f apiFlags) serviceConfig(now func() time.Time) api.Config {
 }
 
 func (f schedulerFlags) config() scheduler.Config {
-	return scheduler.Config{PollInterval: f.PollInterval, ClaimLease: f.ClaimLease}
+	return scheduler.Config{PollInterval: f.PollInterval, ClaimLease: f.ClaimLease, PartitionLease: f.PartitionLease}
 }
 
 func (f workerFlags) config() (worker.Config, error) {

@@ -83,7 +83,8 @@ type Metrics struct {
 	RedisErrors *prometheus.CounterVec
 
 	// PartitionsOwned is the number of partitions whose due set this
-	// scheduler polls. Only processes that run the scheduler export it; see
+	// scheduler polls: those whose lease it holds, or every partition with
+	// leases off. Only processes that run the scheduler export it; see
 	// RegisterScheduler.
 	PartitionsOwned prometheus.Gauge
 
@@ -160,7 +161,7 @@ func New(reg prometheus.Registerer) *Metrics {
 
 		PartitionsOwned: prometheus.NewGauge(prometheus.GaugeOpts{
 			Namespace: namespace, Subsystem: "scheduler", Name: "partitions_owned",
-			Help: "Partitions whose due set this scheduler polls; 0 while it does not run.",
+			Help: "Partitions whose due set this scheduler polls: those whose lease it holds, or every partition with leases off; 0 while it does not run.",
 		}),
 
 		RegistryReloads: prometheus.NewCounterVec(prometheus.CounterOpts{

@@ -28,6 +28,8 @@ type topology struct {
 	schedulers []*proctest.Process
 	workers    []*proctest.Process
 	token      string
+	// created holds the schedules that createdRunAll made.
+	created []firingSchedule
 }
 
 func startTopology(t *testing.T, redisURL string, env map[string]string) *topology {
