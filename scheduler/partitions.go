@@ -24,8 +24,8 @@ import (
 //
 // Leases only keep replicas from polling the same partitions. The claim
 // script is atomic, so two replicas that both believe they own a partition
-// never claim a slot twice; the fencing token of each lease also makes the
-// claim of a replica that lost its lease claim nothing.
+// never claim a slot twice. Besides, the claim of a replica that lost its
+// lease claims nothing, because its fencing token is out of date.
 
 // handoverPoll is how often a replica tries again to acquire a partition
 // that it wants and another live replica still holds.
@@ -168,13 +168,13 @@ func (s *Scheduler) startPartition(ctx context.Context, lease store.Lease) *owne
 	return o
 }
 
-// PartitionOwners assigns each of the partitions to one of the live replica
-// IDs, the same way in every replica: partition by partition, to the replica
-// with the highest rendezvous hash of (replica, partition) among those that
-// have fewer than ceil(partitions / replicas) so far. The cap keeps the
-// shares within one partition of each other, and the hash moves few
-// partitions when a replica joins or leaves. It returns nil without live
-// replicas.
+// PartitionOwners assigns each partition to one of the live replica IDs, and
+// every replica computes the same assignment. Partition by partition, it
+// picks the replica with the highest rendezvous hash of (replica, partition)
+// among those that hold fewer than ceil(partitions / replicas) so far. The
+// cap keeps the shares within one partition of each other, and the hash
+// moves few partitions when a replica joins or leaves. It returns nil
+// without live replicas.
 func PartitionOwners(live []string, partitions int) []string {
 	if len(live) == 0 {
 		return nil
@@ -228,7 +228,8 @@ func isDone(done chan struct{}) bool {
 	}
 }
 
-// isFenced reports whether err says that another replica holds the lease.
+// isFenced reports whether err is store.ErrFenced: another replica holds
+// the lease.
 func isFenced(err error) bool {
 	return errors.Is(err, store.ErrFenced)
 }

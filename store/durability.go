@@ -19,10 +19,10 @@ var ErrNotReplicated = errors.New("change not confirmed by enough replicas")
 const WaitTimeoutDefault = time.Second
 
 // runMutation runs a script that changes the schedule at key. With
-// Config.WaitReplicas set, it sends Redis WAIT on the same connection right
-// after the script, because WAIT only covers the writes of its own
-// connection, and returns ErrNotReplicated with the script's result when too
-// few replicas confirmed the change in time.
+// Config.WaitReplicas set, it sends Redis WAIT right after the script on the
+// same connection, because WAIT covers only the writes of its own
+// connection. When too few replicas confirm the change in time, it returns
+// the script's result with ErrNotReplicated.
 func (s *Store) runMutation(ctx context.Context, script *redis.Script, key string, keys []string, args ...any) (any, error) {
 	if s.cfg.WaitReplicas == 0 {
 		return script.Run(ctx, s.rdb, keys, args...).Result()

@@ -159,7 +159,7 @@ func workerRate(ctx context.Context, e *env) (float64, error) {
 }
 
 // rawWorkerRate enqueues n no-op tasks and runs a bare asynq server in a
-// child process until it has processed them; it returns the tasks processed
+// child process until it has processed them. It returns the tasks processed
 // per second.
 func rawWorkerRate(ctx context.Context, e *env, n int) (float64, error) {
 	if err := clearAsynq(ctx, e); err != nil {

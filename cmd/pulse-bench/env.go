@@ -24,8 +24,9 @@ import (
 	"github.com/pulse-sched/pulse/store"
 )
 
-// env is what every scenario shares: one redis-server, a client of it, a
-// store on it and the pulse binary that scenarios run as separate processes.
+// env is the state that every scenario shares: one redis-server, a client
+// of it, a store on it and the pulse binary that scenarios run as separate
+// processes.
 type env struct {
 	logger *slog.Logger
 	dir    string

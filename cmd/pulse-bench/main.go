@@ -1,11 +1,11 @@
 // Command pulse-bench measures Pulse's dispatch, end-to-end, API and memory
 // figures against baselines measured in the same run on the same Redis.
 //
-// It starts its own redis-server on a free loopback port, runs the pulse
-// binary given by --pulse as separate scheduler, worker and API processes,
-// and prints one Markdown table with the minimum, median and maximum of each
-// figure over --runs runs, the ratio to its baseline, and the command that
-// produced it. Every connection goes to 127.0.0.1.
+// It starts its own redis-server on a free loopback port and runs the pulse
+// binary given by --pulse as separate scheduler, worker and API processes.
+// It prints one Markdown table with the minimum, median and maximum of each
+// figure over --runs runs and the ratio to its baseline, below the command
+// that produced it. Every connection goes to 127.0.0.1.
 package main
 
 import (

@@ -110,7 +110,7 @@ func (s *scaleScenario) p99Figure(name string, p99 time.Duration, due float64) f
 	return f
 }
 
-// windowResult is what the scale scenario measures in its window.
+// windowResult holds the figures of the scale scenario's window.
 type windowResult struct {
 	dispatched   float64
 	p50, p99     time.Duration

@@ -100,10 +100,10 @@ func dueMembers(ctx context.Context, e *env) ([][]string, error) {
 }
 
 // setDue moves the next slot of schedules: the i-th schedule over all
-// partitions gets the slot score(i). It rewrites the grid anchor and next
-// slot of the schedule hash (fields "an" and "nx", see the field constants in
-// store/schedule.go) and the due score, so that the claim script, which
-// claims the latest slot of the grid, claims exactly that slot.
+// partitions gets the slot score(i). The claim script claims the latest slot
+// of a schedule's grid, so setDue rewrites the grid anchor and the next slot
+// of the schedule hash along with the due score. The hash fields are "an"
+// and "nx" (see the field constants in store/schedule.go).
 func setDue(ctx context.Context, e *env, members [][]string, score func(i int) time.Time) error {
 	keys := e.store.Keys()
 	i := 0

@@ -11,10 +11,10 @@ import (
 )
 
 // TestClusterFailoverKeepsFiring runs every role on a Redis Cluster of three
-// masters with a replica each: 200 schedules across every partition must run
-// each slot exactly once on two schedulers and two workers, and keep firing,
-// with no slot run twice, after the master that holds asynq's queue and some
-// partitions is killed and its replica promoted.
+// masters with a replica each. 200 schedules across every partition must run
+// each slot exactly once on two schedulers and two workers. They must keep
+// firing, with no slot run twice, after the master that holds asynq's queue
+// and some partitions is killed and its replica promoted.
 func TestClusterFailoverKeepsFiring(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a six-node Redis Cluster and five pulse processes for about 40s")

@@ -110,10 +110,10 @@ func (top *topology) createdRunAll(t *testing.T, n int) {
 }
 
 // requireOwnedOnce waits until every partition's lease is held by the live
-// scheduler that scheduler.PartitionOwners assigns it to, and each live scheduler
-// exports as pulse_scheduler_partitions_owned the number of partitions it
-// holds, which rules out a scheduler that claims a partition it does not
-// hold.
+// scheduler that scheduler.PartitionOwners assigns it to. Each live
+// scheduler must also export the number of partitions it holds as
+// pulse_scheduler_partitions_owned, which rules out a scheduler that claims
+// a partition it does not hold.
 func requireOwnedOnce(t *testing.T, st *store.Store, live []*proctest.Process, timeout time.Duration) {
 	t.Helper()
 	replicas := map[string]string{} // replica ID to process name

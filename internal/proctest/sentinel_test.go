@@ -15,7 +15,7 @@ import (
 
 // TestSentinelFailoverKeepsFiring runs every role through three sentinels
 // and makes them fail the master over to its replica while 100 schedules
-// fire every second: every role must follow the new master, every schedule
+// fire every second. Every role must follow the new master, every schedule
 // must keep firing, and no slot may start twice. The master runs with
 // min-replicas-to-write 1, as docs/architecture.md advises.
 func TestSentinelFailoverKeepsFiring(t *testing.T) {

@@ -11,10 +11,10 @@ import (
 )
 
 // clusterStateReloadInterval is how old the slot map of a cluster client may
-// grow before the next command reloads it. go-redis reloads the map by itself
-// only on MOVED and READONLY replies, or every 60s by default, and a dead
-// master sends neither: without this, commands for its slots would fail for
-// up to a minute after its replica took over.
+// grow before the next command reloads it. go-redis v9.23 reloads the map by
+// itself only on MOVED and READONLY replies, or every 60s by default. A dead
+// master sends neither, so without this setting commands for its slots would
+// fail for up to a minute after its replica took over.
 const clusterStateReloadInterval = 2 * time.Second
 
 // newClusterClient returns a cluster client that also reloads its slot map
@@ -28,7 +28,7 @@ func newClusterClient(opts *redis.UniversalOptions) *redis.ClusterClient {
 	return c
 }
 
-// reloadOnNetworkError asks the cluster client to reload its slot map after a
+// reloadOnNetworkError makes the cluster client reload its slot map after a
 // network error. The reload runs in the background, at most once every 200ms.
 type reloadOnNetworkError struct {
 	client *redis.ClusterClient

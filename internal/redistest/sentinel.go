@@ -43,7 +43,7 @@ type SentinelOptions struct {
 // StartSentinel starts a master, one replica and three sentinels with quorum
 // 2 on loopback ports, waits until the sentinels know the replica and each
 // other, and stops them all at the end of the test. A master that stops
-// answering for 1s is failed over.
+// replying for 1s is failed over.
 func StartSentinel(t testing.TB, opts SentinelOptions) *Sentinel {
 	t.Helper()
 	s := &Sentinel{t: t}
@@ -143,8 +143,8 @@ func (s *Sentinel) masterAddr() (string, error) {
 // Failover runs SENTINEL FAILOVER and waits until every sentinel reports
 // the former replica as master and it reports role master. It returns the new
 // master's address. The former master goes on accepting writes until a
-// sentinel turns it into a replica, which takes up to 10s more; use
-// WaitHealthy to wait for that.
+// sentinel turns it into a replica, up to 10s later. Use WaitHealthy to wait
+// for that.
 func (s *Sentinel) Failover(t testing.TB) string {
 	t.Helper()
 	before := s.MasterAddr(t)
@@ -203,9 +203,9 @@ func (s *Sentinel) promoted(before string) (string, error) {
 	return master, nil
 }
 
-// WaitHealthy waits until every sentinel agrees on the master, knows the
-// other two sentinels and the replica, and reports the replica in sync, which
-// a sentinel requires before it promotes it.
+// WaitHealthy waits until every sentinel agrees on the master, lists the
+// other two sentinels and the replica, and reports the replica in sync. A
+// sentinel promotes only a replica that it reports in sync.
 func (s *Sentinel) WaitHealthy(t testing.TB, timeout time.Duration) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
