@@ -69,7 +69,15 @@ func (e *env) start(name, role string, vars map[string]string) *proctest.Process
 // scheduler starts a scheduler process and waits until it is ready.
 func (e *env) scheduler(name string, vars map[string]string) *proctest.Process {
 	e.t.Helper()
-	p := e.start(name, "scheduler", vars)
+	// A dead or frozen scheduler's partitions move to the others within 4/3
+	// of the partition lease. At 600ms that is shorter than the 2s interval
+	// of the tests' schedules, so a takeover delays a slot without skipping
+	// one.
+	withLease := map[string]string{"PULSE_PARTITION_LEASE": "600ms"}
+	for k, v := range vars {
+		withLease[k] = v
+	}
+	p := e.start(name, "scheduler", withLease)
 	p.WaitReady(e.t, 30*time.Second)
 	return p
 }
