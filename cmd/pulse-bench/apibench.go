@@ -33,6 +33,35 @@ const (
 type callStats struct {
 	perSecond float64
 	p99       time.Duration
+	// apiCPU, clientCPU and redisCPU are the CPU time per call of the API
+	// process, of this benchmark's gRPC clients and of redis-server.
+	apiCPU, clientCPU, redisCPU time.Duration
+}
+
+// cpuMeter reads the CPU time of the processes that a phase of calls uses.
+type cpuMeter struct {
+	api, client, redis float64
+}
+
+func readCPU(e *env, apiPID int) (cpuMeter, error) {
+	var m cpuMeter
+	var err error
+	if m.api, err = cpuSeconds(apiPID); err != nil {
+		return m, err
+	}
+	if m.client, err = cpuSeconds(os.Getpid()); err != nil {
+		return m, err
+	}
+	m.redis, err = cpuSeconds(e.redis.PID())
+	return m, err
+}
+
+// perCall sets the CPU figures of st from meter readings around n calls.
+func (st *callStats) perCall(before, after cpuMeter, n float64) {
+	per := func(seconds float64) time.Duration { return time.Duration(seconds / n * float64(time.Second)) }
+	st.apiCPU = per(after.api - before.api)
+	st.clientCPU = per(after.client - before.client)
+	st.redisCPU = per(after.redis - before.redis)
 }
 
 func apiScenario(ctx context.Context, e *env) ([]figure, error) {
@@ -63,7 +92,7 @@ func apiScenario(ctx context.Context, e *env) ([]figure, error) {
 	payload, metadata := benchPayload(), benchMetadata()
 	var mu sync.Mutex
 	var ids []string
-	create, err := callPhase(ctx, conns, func(ctx context.Context, c protocolpb.ScheduleServiceClient) error {
+	create, err := callPhase(ctx, e, apiProc.cmd.Process.Pid, conns, func(ctx context.Context, c protocolpb.ScheduleServiceClient) error {
 		resp, err := c.CreateSchedule(ctx, &protocolpb.CreateScheduleRequest{
 			AuthToken: apiToken, HandlerName: benchHandler, IntervalSeconds: 3600, Payload: payload, Metadata: metadata,
 		})
@@ -81,7 +110,7 @@ func apiScenario(ctx context.Context, e *env) ([]figure, error) {
 	if err != nil {
 		return nil, err
 	}
-	get, err := callPhase(ctx, conns, func(ctx context.Context, c protocolpb.ScheduleServiceClient) error {
+	get, err := callPhase(ctx, e, apiProc.cmd.Process.Pid, conns, func(ctx context.Context, c protocolpb.ScheduleServiceClient) error {
 		resp, err := c.GetSchedule(ctx, &protocolpb.GetScheduleRequest{AuthToken: apiToken, ScheduleId: ids[rand.IntN(len(ids))]})
 		if err != nil {
 			return err
@@ -124,12 +153,22 @@ func apiScenario(ctx context.Context, e *env) ([]figure, error) {
 			target: "≥ 0.3×", met: func(_, r float64) bool { return r >= 0.3 }},
 		{scenario: name, name: "GetSchedule p99", unit: "ms", value: ms(get.p99),
 			baseline: "HGETALL p99", baselineValue: ms(hgetall.p99), target: "≤ 10 ms", met: p99Target},
+		{scenario: name, name: "CPU per CreateSchedule: API process", unit: "µs", value: us(create.apiCPU)},
+		{scenario: name, name: "CPU per CreateSchedule: benchmark's gRPC clients", unit: "µs", value: us(create.clientCPU)},
+		{scenario: name, name: "CPU per CreateSchedule: redis-server", unit: "µs", value: us(create.redisCPU)},
+		{scenario: name, name: "CPU per GetSchedule: API process", unit: "µs", value: us(get.apiCPU)},
+		{scenario: name, name: "CPU per GetSchedule: benchmark's gRPC clients", unit: "µs", value: us(get.clientCPU)},
+		{scenario: name, name: "CPU per GetSchedule: redis-server", unit: "µs", value: us(get.redisCPU)},
 	}, nil
 }
 
 // callPhase runs call from one goroutine per connection for apiPhase and
 // returns the calls per second and the p99 latency.
-func callPhase(ctx context.Context, conns []protocolpb.ScheduleServiceClient, call func(context.Context, protocolpb.ScheduleServiceClient) error) (callStats, error) {
+func callPhase(ctx context.Context, e *env, apiPID int, conns []protocolpb.ScheduleServiceClient, call func(context.Context, protocolpb.ScheduleServiceClient) error) (callStats, error) {
+	before, err := readCPU(e, apiPID)
+	if err != nil {
+		return callStats{}, err
+	}
 	var (
 		mu       sync.Mutex
 		all      []time.Duration
@@ -167,7 +206,13 @@ func callPhase(ctx context.Context, conns []protocolpb.ScheduleServiceClient, ca
 	if firstErr != nil {
 		return callStats{}, firstErr
 	}
-	return callStats{perSecond: float64(len(all)) / time.Since(start).Seconds(), p99: percentile(all, 0.99)}, nil
+	after, err := readCPU(e, apiPID)
+	if err != nil {
+		return callStats{}, err
+	}
+	st := callStats{perSecond: float64(len(all)) / time.Since(start).Seconds(), p99: percentile(all, 0.99)}
+	st.perCall(before, after, float64(len(all)))
+	return st, nil
 }
 
 // redisBenchmark runs redis-benchmark against the benchmark's Redis with 50

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"os"
 	"strings"
 	"time"
 
@@ -201,6 +202,12 @@ func (s *scaleScenario) window(ctx context.Context, e *env) (windowResult, error
 			late = append(late, t.lateness())
 		}
 	}
+	if p99 := percentile(late, 0.99); p99 > time.Second {
+		// Worth a look: print what the scheduler logged at warn level.
+		out, _ := os.ReadFile(sched.log)
+		e.logger.Warn("scheduler was late by more than a second in the window", "n", s.n, "p99", p99.String(),
+			"scheduler_log", tail(string(out), 20))
+	}
 	return windowResult{
 		dispatched:   float64(len(late)),
 		p50:          percentile(late, 0.50),
@@ -209,6 +216,12 @@ func (s *scaleScenario) window(ctx context.Context, e *env) (windowResult, error
 		cpuPercent:   (cpuAfter - cpuBefore) / wall.Seconds() * 100,
 		peakRSSMB:    float64(peakKB) / 1024,
 	}, nil
+}
+
+// tail returns the last n lines of text.
+func tail(text string, n int) string {
+	lines := strings.Split(strings.TrimRight(text, "\n"), "\n")
+	return strings.Join(lines[max(len(lines)-n, 0):], "\n")
 }
 
 // sleepUntil sleeps until t by the local clock, which on this one machine is
