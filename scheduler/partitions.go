@@ -16,8 +16,7 @@ import (
 // Scheduler replicas share the partitions through leases. Every replica
 // sends a heartbeat each third of PartitionLease, which also returns the live
 // replicas, and wants the partitions that PartitionOwners gives it among
-// them, an assignment that every replica computes alike from the same live
-// set. A
+// them; every replica computes the same assignment from the same live set. A
 // replica claims only the partitions whose lease it holds, and releases a
 // partition when it no longer wants it, so the next owner takes it over at
 // its next heartbeat.
