@@ -33,7 +33,7 @@ func (s *Service) checkHandler(plugin *Plugin, name string) *requestError {
 	}
 	if plugin.Endpoint == "" && !slices.Contains(builtins, name) && !slices.Contains(s.cfg.LocalHandlers, name) {
 		return newRequestError(CodeInvalidArgument,
-			"handler_name %q cannot run: plugin %q has no endpoint in the registry, so its schedules may use only the built-in handlers %s; give the plugin an endpoint to run its own handlers",
+			"handler_name %q cannot run: plugin %q has no endpoint in the registry, so its schedules may use only the built-in handlers %s; give the plugin an endpoint to run its own handlers (in the plugins file, or with --dev-endpoint for the development plugin)",
 			name, plugin.ATSCode, strings.Join(builtins, ", "))
 	}
 	return nil

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -119,6 +120,11 @@ func (w *Worker) runSlot(ctx context.Context, slot task.Slot, ref store.SlotRef,
 	started := time.Now()
 	runCtx, cancel := context.WithTimeout(ctx, slot.Timeout)
 	runErr := w.run(runCtx, exec)
+	// A plugin call names its own timeout; say it for in-process handlers.
+	if runErr != nil && errors.Is(runCtx.Err(), context.DeadlineExceeded) && ctx.Err() == nil &&
+		!strings.HasPrefix(runErr.Error(), PluginCallErrorPrefix) {
+		runErr = fmt.Errorf("timed out: handler %q did not return within the attempt's timeout of %s: %w", exec.HandlerName, slot.Timeout, runErr)
+	}
 	cancel()
 	status := w.statusOf(ctx, runErr, attempt, slot.MaxRetry)
 	w.logger.Debug("execution finished", "schedule_id", exec.ScheduleID, "execution_id", exec.ID,

@@ -89,8 +89,19 @@ func (c *workerCmd) Run(ctx context.Context, g *globals) error {
 }
 
 // runRoles runs the selected roles until ctx ends or one of them fails.
-func runRoles(ctx context.Context, g *globals, r roles) error {
+func runRoles(ctx context.Context, g *globals, r roles) (err error) {
 	logger := g.logger
+
+	// Check the command line and take the listen addresses before anything
+	// waits for Redis or starts, so a mistake fails at once and alone.
+	if err := r.preflight(); err != nil {
+		return err
+	}
+	lis, err := r.listen()
+	if err != nil {
+		return err
+	}
+	defer lis.closeUnused()
 
 	rdb, closeRedis, err := connectRedis(ctx, g, r)
 	if err != nil {
@@ -117,11 +128,23 @@ func runRoles(ctx context.Context, g *globals, r roles) error {
 	adminHandler := admin.NewHandler(reg)
 	adminHandler.AddCheck("redis", st.Ping)
 
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	group, ctx := errgroup.WithContext(ctx)
+	// A role that fails to set up stops those already started before Redis
+	// closes under them.
+	defer func() {
+		if err != nil {
+			cancel()
+			_ = group.Wait()
+		}
+	}()
+
 	monitor := scheduler.NewMonitor(st, r.redis.OverdueCheck, logger, m)
 	group.Go(func() error { return monitor.Run(ctx) })
+	banner := func() {}
 	if r.api != nil {
-		if err := startAPI(ctx, group, g, r, rdb, st, m, reg, adminHandler, now); err != nil {
+		if banner, err = startAPI(ctx, group, g, r, lis.take(&lis.grpc), rdb, st, m, reg, adminHandler, now); err != nil {
 			return err
 		}
 	}
@@ -167,15 +190,72 @@ func runRoles(ctx context.Context, g *globals, r roles) error {
 		})
 		group.Go(func() error { return w.Run(ctx) })
 	}
-	if r.redis.HTTPAddr != "" {
-		if err := startHTTP(ctx, group, logger, r.redis.HTTPAddr, adminHandler); err != nil {
-			return err
-		}
+	if lis.http != nil {
+		startHTTP(ctx, group, logger, lis.take(&lis.http), adminHandler)
 	}
+	banner()
 
 	err = group.Wait()
 	logger.Info("pulse stopped")
 	return err
+}
+
+// preflight checks the settings that need neither Redis nor a port.
+func (r roles) preflight() error {
+	if r.api == nil {
+		return nil
+	}
+	devMode := r.embedded && r.redis.RedisURL == "" && r.api.PluginsFile == ""
+	switch {
+	case r.devEndpoint != "" && !devMode:
+		return usageError("--dev-endpoint (PULSE_DEV_ENDPOINT) applies only to the development plugin, without --redis-url and --plugins-file: give the endpoint in the plugins file instead")
+	case r.api.PluginsFile == "" && !devMode:
+		return usageError("--plugins-file (PULSE_PLUGINS_FILE) is required with a real Redis: it lists the plugins and the SHA-256 of their tokens (see docs/configuration.md)")
+	}
+	return nil
+}
+
+// listeners are the sockets of one process, opened before any role starts.
+type listeners struct {
+	grpc, http net.Listener
+}
+
+// listen opens the gRPC listener of the API role and the admin HTTP
+// listener, as the settings ask.
+func (r roles) listen() (*listeners, error) {
+	l := &listeners{}
+	if r.api != nil {
+		lis, err := net.Listen("tcp", r.api.GRPCAddr)
+		if err != nil {
+			return nil, listenError("gRPC", r.api.GRPCAddr, "--grpc-addr (PULSE_GRPC_ADDR)", err)
+		}
+		l.grpc = lis
+	}
+	if r.redis.HTTPAddr != "" {
+		lis, err := net.Listen("tcp", r.redis.HTTPAddr)
+		if err != nil {
+			l.closeUnused()
+			return nil, listenError("HTTP", r.redis.HTTPAddr, "--http-addr (PULSE_HTTP_ADDR)", err)
+		}
+		l.http = lis
+	}
+	return l, nil
+}
+
+// take hands a listener over to its server, which closes it from then on.
+func (l *listeners) take(lis *net.Listener) net.Listener {
+	taken := *lis
+	*lis = nil
+	return taken
+}
+
+// closeUnused closes the listeners that no server took.
+func (l *listeners) closeUnused() {
+	for _, lis := range []net.Listener{l.grpc, l.http} {
+		if lis != nil {
+			lis.Close()
+		}
+	}
 }
 
 // connectRedis returns the client of the configured Redis, or of an
@@ -239,18 +319,20 @@ func waitForRedis(ctx context.Context, logger *slog.Logger, rdb redis.UniversalC
 
 // startAPI loads the plugin registry and serves the gRPC API and, on the
 // admin HTTP server, the monitoring console.
-func startAPI(ctx context.Context, group *errgroup.Group, g *globals, r roles, rdb redis.UniversalClient, st *store.Store, m *metrics.Metrics, reg *prometheus.Registry, adminHandler *admin.Handler, now func() time.Time) error {
+// startAPI loads the plugin registry and serves the gRPC API on lis. It
+// returns a function that prints the development token, if any, once the
+// whole process has started.
+func startAPI(ctx context.Context, group *errgroup.Group, g *globals, r roles, lis net.Listener, rdb redis.UniversalClient, st *store.Store, m *metrics.Metrics, reg *prometheus.Registry, adminHandler *admin.Handler, now func() time.Time) (func(), error) {
 	logger := g.logger
+	banner := func() {}
 	m.RegisterAPI(reg)
 	registry := api.NewRegistry()
 	devMode := false
 	switch {
-	case r.devEndpoint != "" && (r.api.PluginsFile != "" || r.redis.RedisURL != ""):
-		return usageError("--dev-endpoint (PULSE_DEV_ENDPOINT) applies only to the development plugin, without --redis-url and --plugins-file: give the endpoint in the plugins file instead")
 	case r.api.PluginsFile != "":
 		file := api.NewRegistryFile(registry, r.api.PluginsFile, logger, m)
 		if err := file.Load(); err != nil {
-			return usageError("%v", err)
+			return nil, usageError("%v", err)
 		}
 		m.RegistryLastReloadSuccess.SetToCurrentTime()
 		plugins, admins := registry.Size()
@@ -265,23 +347,21 @@ func startAPI(ctx context.Context, group *errgroup.Group, g *globals, r roles, r
 	case r.embedded && r.redis.RedisURL == "":
 		token, err := devRegistry(registry, r.devToken, r.devEndpoint)
 		if err != nil {
-			return usageError("%v", err)
+			return nil, usageError("%v", err)
 		}
 		m.RegistryLastReloadSuccess.SetToCurrentTime()
 		devMode = true
-		defer func() {
+		banner = func() {
 			fmt.Fprintf(g.stdout, "\nDevelopment mode: plugin \"dev\" accepts this token (not for production):\n\n    export PULSE_TOKEN=%s\n\n", token)
 			if r.devEndpoint != "" {
 				fmt.Fprintf(g.stdout, "Its schedules call the handlers that it serves on %s.\n\n", r.devEndpoint)
 			}
-		}()
-	default:
-		return usageError("--plugins-file (PULSE_PLUGINS_FILE) is required with a real Redis: it lists the plugins and the SHA-256 of their tokens (see docs/configuration.md)")
+		}
 	}
 
 	svc, err := api.NewService(st, registry, r.api.serviceConfig(now), logger, m)
 	if err != nil {
-		return usageError("%v", err)
+		return nil, usageError("%v", err)
 	}
 	healthServer := health.NewServer()
 	grpcMetrics := metrics.NewGRPCServerMetrics()
@@ -291,10 +371,6 @@ func startAPI(ctx context.Context, group *errgroup.Group, g *globals, r roles, r
 	adminHandler.AddCheck("api", apiReadiness(healthServer))
 	if r.api.Monitoring {
 		mountMonitoring(adminHandler, rdb, registry, devMode, r.api.MonitoringWritable, logger)
-	}
-	lis, err := net.Listen("tcp", r.api.GRPCAddr)
-	if err != nil {
-		return listenError("gRPC", r.api.GRPCAddr, "--grpc-addr (PULSE_GRPC_ADDR)", err)
 	}
 	logger.Info("gRPC API listening", "addr", lis.Addr().String())
 
@@ -319,7 +395,7 @@ func startAPI(ctx context.Context, group *errgroup.Group, g *globals, r roles, r
 		}
 		return nil
 	})
-	return nil
+	return banner, nil
 }
 
 // reportHealth sets the gRPC health status from Redis reachability every few
@@ -394,12 +470,8 @@ func watchReloadSignal(ctx context.Context, file *api.RegistryFile) {
 	}()
 }
 
-// startHTTP serves the admin endpoints on addr until ctx ends.
-func startHTTP(ctx context.Context, group *errgroup.Group, logger *slog.Logger, addr string, h http.Handler) error {
-	lis, err := net.Listen("tcp", addr)
-	if err != nil {
-		return listenError("HTTP", addr, "--http-addr (PULSE_HTTP_ADDR)", err)
-	}
+// startHTTP serves the admin endpoints on lis until ctx ends.
+func startHTTP(ctx context.Context, group *errgroup.Group, logger *slog.Logger, lis net.Listener, h http.Handler) {
 	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
 	logger.Info("HTTP admin server listening", "addr", lis.Addr().String())
 
@@ -415,7 +487,6 @@ func startHTTP(ctx context.Context, group *errgroup.Group, logger *slog.Logger, 
 		defer cancel()
 		return srv.Shutdown(shutdownCtx)
 	})
-	return nil
 }
 
 // installFailpoint makes the scheduler stop at the step a fault-injection
