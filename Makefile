@@ -15,12 +15,12 @@ help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
 build: ## Build bin/pulse.
-	$(GO) build -o $(BIN)/pulse ./cmd/pulse
+	$(GO) build -buildvcs=auto -o $(BIN)/pulse ./cmd/pulse
 
 run: build ## Run all roles in one process on an embedded in-memory Redis.
 	$(BIN)/pulse serve
 
-test: ## Run every test with the race detector (needs redis-server on PATH).
+test: ## Run every test with the race detector (needs redis-server and redis-cli on PATH).
 	$(GO) test -race -count=1 -timeout 20m ./...
 
 test-faults: ## Run the fault-injection suite: real processes, killed, frozen, skewed (about 5 minutes).
@@ -29,7 +29,7 @@ test-faults: ## Run the fault-injection suite: real processes, killed, frozen, s
 test-short: ## Run the fast tests only.
 	$(GO) test -race -count=1 -short ./...
 
-bench: build ## Run the benchmarks (about 10 minutes) and print the table; BENCH_FLAGS adds flags.
+bench: build ## Run the benchmarks (about 8 minutes) and print the table; BENCH_FLAGS adds flags.
 	$(GO) build -o $(BIN)/pulse-bench ./cmd/pulse-bench
 	$(BIN)/pulse-bench --pulse $(BIN)/pulse $(BENCH_FLAGS)
 
