@@ -447,7 +447,7 @@ return 0
 `)
 
 // maintainScript counts the overdue schedules of one partition, to make a
-// silent stop visible, and forgets deleted schedules whose retention ended.
+// silent stop visible, and removes deleted schedules whose retention ended from the deleted index.
 // A schedule is overdue when it is active and its next slot is more than one
 // interval in the past.
 //
@@ -525,7 +525,7 @@ return 0
 `)
 
 // heartbeatScript records a scheduler replica as alive until now plus a
-// time to live, forgets the replicas whose time ran out, and returns the
+// time to live, removes the replicas whose time ran out, and returns the
 // live ones.
 //
 // KEYS[1] schedulers zset

@@ -16,7 +16,7 @@ import (
 // Errors that callers branch on.
 var (
 	// ErrNotFound means the schedule does not exist or belongs to another
-	// plugin; the two are not told apart so IDs of other plugins stay hidden.
+	// plugin; the two cases return the same error so IDs of other plugins stay hidden.
 	ErrNotFound = errors.New("schedule not found")
 	// ErrDeleted means the schedule is deleted, so it cannot be paused or
 	// resumed.
@@ -134,12 +134,12 @@ func (s *Store) Init(ctx context.Context) error {
 	}
 	partitions, _ := strconv.Atoi(fmt.Sprint(stored[0]))
 	if partitions != s.cfg.Partitions {
-		return fmt.Errorf("%w: Redis holds schedules in %d partitions (key %s) but this process is configured with %d; start it with --partitions %d",
+		return fmt.Errorf("%w: Redis contains schedules in %d partitions (key %s) but this process is configured with %d; start it with --partitions %d",
 			ErrPartitionMismatch, partitions, key, s.cfg.Partitions, partitions)
 	}
 	schema, _ := strconv.Atoi(fmt.Sprint(stored[1]))
 	if schema != schemaVersion {
-		return fmt.Errorf("redis holds Pulse schema version %d (key %s), this binary understands version %d", schema, key, schemaVersion)
+		return fmt.Errorf("redis contains Pulse schema version %d (key %s), but this binary supports version %d", schema, key, schemaVersion)
 	}
 	return nil
 }
@@ -154,7 +154,7 @@ func (s *Store) ServerTime(ctx context.Context) (time.Time, error) {
 	return t.UTC(), nil
 }
 
-// Ping checks that Redis answers.
+// Ping checks that Redis responds.
 func (s *Store) Ping(ctx context.Context) error {
 	return s.rdb.Ping(ctx).Err()
 }

@@ -14,7 +14,7 @@ import (
 	"github.com/pulse-sched/pulse/store"
 )
 
-// slotResult is what happened to one slot of a task.
+// slotResult is the outcome of one slot of a task.
 type slotResult int
 
 const (
@@ -120,7 +120,7 @@ func (w *Worker) runSlot(ctx context.Context, slot task.Slot, ref store.SlotRef,
 	started := time.Now()
 	runCtx, cancel := context.WithTimeout(ctx, slot.Timeout)
 	runErr := w.run(runCtx, exec)
-	// A plugin call names its own timeout; say it for in-process handlers.
+	// A plugin call names its own timeout, so name it for in-process handlers too.
 	if runErr != nil && errors.Is(runCtx.Err(), context.DeadlineExceeded) && ctx.Err() == nil &&
 		!strings.HasPrefix(runErr.Error(), PluginCallErrorPrefix) {
 		runErr = fmt.Errorf("timed out: handler %q did not return within the attempt's timeout of %s: %w", exec.HandlerName, slot.Timeout, runErr)
@@ -151,7 +151,7 @@ func (w *Worker) runSlot(ctx context.Context, slot task.Slot, ref store.SlotRef,
 }
 
 // finish records the outcome of an attempt, even when ctx has ended, so that
-// a redelivery knows what happened to it.
+// a redelivery can tell what happened to it.
 func (w *Worker) finish(ctx context.Context, e store.Execution, status store.ExecutionStatus, runErr error, keepMarker bool) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
@@ -223,8 +223,8 @@ func (w *Worker) statusOf(ctx context.Context, runErr error, attempt, maxRetry i
 	}
 }
 
-// drop handles a verdict that keeps the handler from running and says what
-// the task does next.
+// drop handles a verdict that keeps the handler from running and returns
+// what the task does next.
 func (w *Worker) drop(ref store.SlotRef, attempt int, verdict store.Verdict) slotResult {
 	attrs := []any{"schedule_id", ref.ScheduleID, "slot", ref.Slot, "attempt", attempt, "reason", string(verdict)}
 	switch verdict {

@@ -33,7 +33,7 @@ type apiFlags struct {
 	DeletedRetention time.Duration `name:"deleted-retention" env:"PULSE_DELETED_RETENTION" default:"168h" help:"How long a deleted schedule stays readable before it is removed."`
 	MaxPayloadBytes  int           `name:"max-payload-bytes" env:"PULSE_MAX_PAYLOAD_BYTES" default:"1048576" help:"Largest payload a schedule may carry, in bytes."`
 	WaitReplicas     int           `name:"wait-replicas" env:"PULSE_WAIT_REPLICAS" default:"0" help:"Replicas that must have each create, pause, resume and delete (Redis WAIT) before the call succeeds; 0 does not wait. See docs/configuration.md for what it protects."`
-	WaitTimeout      time.Duration `name:"wait-timeout" env:"PULSE_WAIT_TIMEOUT" default:"1s" help:"Longest wait for --wait-replicas; a change that too few replicas confirmed in time fails with UNAVAILABLE."`
+	WaitTimeout      time.Duration `name:"wait-timeout" env:"PULSE_WAIT_TIMEOUT" default:"1s" help:"Maximum wait for --wait-replicas; a change that too few replicas confirmed in time fails with UNAVAILABLE."`
 	MinInterval      time.Duration `name:"min-interval" env:"PULSE_MIN_INTERVAL" default:"1s" help:"Shortest interval a schedule may have; whole seconds."`
 	DefaultTimeout   time.Duration `name:"default-timeout" env:"PULSE_DEFAULT_TIMEOUT" default:"30s" help:"Deadline of one handler attempt for schedules whose request sets no timeout_seconds."`
 	DefaultRetries   int           `name:"default-max-retries" env:"PULSE_DEFAULT_MAX_RETRIES" default:"3" help:"Retries after a failed attempt for schedules whose request sets no max_retries; 0 disables retries."`
@@ -44,7 +44,7 @@ type apiFlags struct {
 
 // schedulerFlags are the settings of the scheduler role.
 type schedulerFlags struct {
-	PollInterval   time.Duration `name:"poll-interval" env:"PULSE_POLL_INTERVAL" default:"200ms" help:"Longest wait between two claims of a partition when nothing is due sooner."`
+	PollInterval   time.Duration `name:"poll-interval" env:"PULSE_POLL_INTERVAL" default:"200ms" help:"Maximum wait between two claims of a partition when nothing is due sooner."`
 	ClaimLease     time.Duration `name:"claim-lease" env:"PULSE_CLAIM_LEASE" default:"10s" help:"How long a claimed slot waits for its enqueue before another scheduler takes it over."`
 	PartitionLease time.Duration `name:"partition-lease" env:"PULSE_PARTITION_LEASE" default:"3s" help:"How long a scheduler holds a partition without renewing it; a dead scheduler's partitions move to the others within 4/3 of it. Negative: every scheduler claims from every partition."`
 	// Failpoint stops the process at a chosen step, for fault-injection
