@@ -32,7 +32,7 @@ const (
 	// attempt of it started.
 	VerdictDuplicate Verdict = "duplicate"
 	// VerdictBusy means this attempt is still running in another worker, or
-	// its worker died less than a running lease ago; the task should be
+	// its worker died less than a running lease ago. The task should be
 	// delivered again later.
 	VerdictBusy Verdict = "busy"
 	// VerdictOverlap means an earlier execution of the schedule is still
@@ -71,8 +71,8 @@ type StartRequest struct {
 // StartExecution decides whether a delivery of a slot may run and, if so,
 // records it as the schedule's latest execution and takes the schedule's
 // running marker. The marker makes later slots follow the overlap policy
-// while this one runs; it ends with FinishExecution or with its lease, in
-// case the worker dies.
+// while this one runs. It ends with FinishExecution, or with its lease when
+// the worker dies.
 func (s *Store) StartExecution(ctx context.Context, req StartRequest) (Execution, Verdict, error) {
 	r := req.Slot
 	p := s.keys.PartitionOf(r.ScheduleID)
@@ -126,7 +126,7 @@ type FinishRequest struct {
 	KeepMarker bool
 }
 
-// FinishResult says what FinishExecution changed.
+// FinishResult reports what FinishExecution changed.
 type FinishResult struct {
 	// Recorded is true when the attempt was still the schedule's latest one,
 	// so its status was recorded.

@@ -46,11 +46,11 @@ const (
 	fieldFailures      = "cf"  // consecutive failed executions
 	fieldTotalRuns     = "tr"  // executions started, retries not counted
 	fieldSkipped       = "sk"  // slots that never ran
-	fieldPausedReason  = "pr"  // why Pulse paused the schedule itself
+	fieldPausedReason  = "pr"  // reason Pulse gave when it paused the schedule itself
 	fieldInflight      = "im"  // inflight member of the latest claim; the claim waits while it is in flight
 )
 
-// MisfirePolicy says what happens to the slots of a schedule that were missed
+// MisfirePolicy decides what happens to the slots of a schedule that were missed
 // while no scheduler ran. A slot counts as missed once the slot after it is
 // due too.
 type MisfirePolicy string
@@ -68,7 +68,7 @@ const (
 	MisfireRunAll MisfirePolicy = "run_all"
 )
 
-// OverlapPolicy says what happens to a slot whose schedule's previous
+// OverlapPolicy decides what happens to a slot whose schedule's previous
 // execution is still running.
 type OverlapPolicy string
 
@@ -130,8 +130,8 @@ type Schedule struct {
 	TotalRuns int64
 	// SkippedSlots counts slots that never ran (misfire and overlap).
 	SkippedSlots int64
-	// PausedReason says why Pulse paused the schedule itself; empty when a
-	// client paused it or it is not paused.
+	// PausedReason is the reason Pulse gave when it paused the schedule
+	// itself. It is empty when a client paused it or it is not paused.
 	PausedReason string
 }
 

@@ -16,7 +16,8 @@ import (
 // Errors that callers branch on.
 var (
 	// ErrNotFound means the schedule does not exist or belongs to another
-	// plugin; the two cases return the same error so IDs of other plugins stay hidden.
+	// plugin. Both cases return the same error, so the IDs of other plugins
+	// stay hidden.
 	ErrNotFound = errors.New("schedule not found")
 	// ErrDeleted means the schedule is deleted, so it cannot be paused or
 	// resumed.

@@ -76,7 +76,7 @@ const SleepHandlerName = "pulse.sleep"
 // sleepHandler is the built-in pulse.sleep handler: it waits for the
 // duration in metadata key "duration" (a Go duration such as "300ms",
 // default 1s), or until its context ends, then logs like pulse.log. It
-// stands in for real work when trying out timeouts, overlap and load.
+// replaces real work when trying out timeouts, overlap and load.
 func sleepHandler(logger *slog.Logger) HandlerFunc {
 	return func(ctx context.Context, e *Execution) error {
 		d := time.Second

@@ -1,7 +1,7 @@
 // Package worker runs the handlers of due slots. It is an asynq server whose
-// one task type is a slot; before a handler runs, the worker checks in Redis
+// one task type is a slot. Before a handler runs, the worker checks in Redis
 // that the schedule is still active and unchanged and that the slot has not
-// run yet, and afterwards it records the outcome on the schedule.
+// run yet. Afterwards it records the outcome on the schedule.
 package worker
 
 import (
@@ -190,8 +190,8 @@ func (w *Worker) logLimited(key, msg string, attrs ...any) {
 	}
 }
 
-// isFailure tells asynq which errors count as a failed attempt: a busy slot
-// and an interrupted handler do not, so they keep their retry budget.
+// isFailure reports to asynq which errors count as a failed attempt. A busy
+// slot and an interrupted handler do not, so they keep their retry budget.
 func isFailure(err error) bool {
 	return !errors.Is(err, errBusy) && !errors.Is(err, errInterrupted)
 }

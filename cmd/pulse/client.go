@@ -272,8 +272,8 @@ func writeJSON(w io.Writer, v any) error {
 	return enc.Encode(v)
 }
 
-// runStateChange runs one state change; verb is what the human output says
-// happened and state the schedule's state afterwards.
+// runStateChange runs one state change. verb is the past tense that the
+// human output prints, and state is the schedule's state afterwards.
 func runStateChange(ctx context.Context, g *globals, f *scheduleCmd, id, verb, state string, change func(*client.Client, context.Context, string) error) error {
 	return f.call(ctx, func(ctx context.Context, cl *client.Client) error {
 		if err := change(cl, ctx, id); err != nil {

@@ -23,8 +23,8 @@ import (
 // Exit codes that scripts can rely on.
 const (
 	exitOK = 0
-	// exitRejected means Pulse answered and rejected the request (an in-band
-	// error such as NOT_FOUND or INVALID_ARGUMENT), or a role failed.
+	// exitRejected means Pulse responded and rejected the request (an
+	// in-band error such as NOT_FOUND or INVALID_ARGUMENT), or a role failed.
 	exitRejected = 1
 	// exitUsage means the command line was invalid.
 	exitUsage = 2
@@ -45,7 +45,8 @@ type cli struct {
 	Version   versionCmd   `cmd:"" help:"Print the version of this binary."`
 }
 
-// globals is what every command's Run receives besides its own flags.
+// globals holds the logger and standard streams that every command's Run
+// receives besides its own flags.
 type globals struct {
 	logger *slog.Logger
 	stdout io.Writer
@@ -88,7 +89,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 	// go-redis logs some failures itself, such as every failed dial while
-	// Redis is down; send them to the same log, limited to one line per
+	// Redis is down. Send them to the same log, limited to one line per
 	// message format every 30s.
 	redis.SetLogger(logging.RedisLogger{Logger: logger.With("source", "go-redis"), Limiter: logging.NewLimiter(30 * time.Second)})
 	// Libraries that log with the standard log package, such as asynq's

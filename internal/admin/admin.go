@@ -1,5 +1,5 @@
 // Package admin serves Pulse's HTTP admin endpoints: /healthz (the process
-// is alive), /readyz (Redis answers and every role has started), /metrics
+// is alive), /readyz (Redis responds and every role has started), /metrics
 // (Prometheus) and, in processes that run the API, /monitoring (the asynq
 // web console, for admin tokens).
 package admin
@@ -55,7 +55,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.mux.ServeHTTP(w, r)
 }
 
-// serveReady answers 200 when every check passes, else 503 with one line per
+// serveReady responds 200 when every check passes, else 503 with one line per
 // failed check.
 func (h *Handler) serveReady(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)

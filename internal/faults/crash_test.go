@@ -107,7 +107,7 @@ func TestSchedulerStoppedPastLease(t *testing.T) {
 	})
 	time.Sleep(3 * time.Second)
 	frozen.Resume(t)
-	// The thawed scheduler sees that it is stale either by its claim lease,
+	// The thawed scheduler detects that it is stale either by its claim lease,
 	// when it thaws before enqueuing, or by the fencing token of its
 	// partition leases, which the other scheduler took over meanwhile.
 	frozen.WaitLog(t, 10*time.Second, "the frozen scheduler to leave its stale claims alone", func(l proctest.Line) bool {

@@ -90,7 +90,7 @@ func (l *Limiter) Allow(key string) (ok bool, suppressed int) {
 	return true, suppressed
 }
 
-// Reset forgets key, so its next line is logged at once. Loops call it when
+// Reset clears the state of key, so its next line is logged at once. Loops call it when
 // the condition behind the key has cleared.
 func (l *Limiter) Reset(key string) {
 	l.mu.Lock()

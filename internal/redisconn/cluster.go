@@ -10,8 +10,8 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// clusterStateReloadInterval is how old the slot map of a cluster client may
-// grow before the next command reloads it. go-redis v9.23 reloads the map by
+// clusterStateReloadInterval is the maximum age of a cluster client's slot
+// map before the next command reloads it. go-redis v9.23 reloads the map by
 // itself only on MOVED and READONLY replies, or every 60s by default. A dead
 // master sends neither, so without this setting commands for its slots would
 // fail for up to a minute after its replica took over.
@@ -29,7 +29,8 @@ func newClusterClient(opts *redis.UniversalOptions) *redis.ClusterClient {
 }
 
 // reloadOnNetworkError makes the cluster client reload its slot map after a
-// network error. The reload runs in the background, at most once every 200ms.
+// network error. The reload runs in the background, at most once every 200ms
+// (the cooldown of go-redis v9.23's LazyReload).
 type reloadOnNetworkError struct {
 	client *redis.ClusterClient
 }

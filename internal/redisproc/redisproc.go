@@ -263,5 +263,5 @@ func waitForPing(addr string, exited <-chan struct{}) error {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	return fmt.Errorf("redis-server on %s did not answer PING within %s", addr, StartTimeout)
+	return fmt.Errorf("redis-server on %s did not respond to PING within %s", addr, StartTimeout)
 }

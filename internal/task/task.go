@@ -13,7 +13,7 @@ import (
 // TypeSlot is the asynq task type of a slot.
 const TypeSlot = "pulse:slot"
 
-// Slot is what a slot task carries: one slot, or a range of consecutive
+// Slot is the content of a slot task: one slot, or a range of consecutive
 // slots that a worker runs in order (the run_all misfire policy). It names
 // the slots only: the worker reads the schedule itself from Redis when each
 // slot starts, so a paused, deleted or changed schedule is seen.
@@ -36,7 +36,7 @@ func (s Slot) Slots() []store.SlotRef {
 
 // AsynqMaxRetry is the retry count to give asynq: one more than MaxRetry.
 // asynq v0.25.1 archives a task whose retry count has reached its maximum
-// before it asks whether the error counts as a failure, so without the spare
+// before it checks whether the error counts as a failure, so without the spare
 // retry an interrupted or busy last attempt would be archived. The worker
 // ends the last real attempt itself, with asynq.SkipRetry.
 func (s Slot) AsynqMaxRetry() int {
